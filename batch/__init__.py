@@ -1,0 +1,1 @@
+"""Offline mode: window-aggregate backfill and (nightly) batch scoring."""

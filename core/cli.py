@@ -1,0 +1,36 @@
+"""Command-line plumbing shared by every entry point: one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """A failure the user can fix; printed as one line, exit code 2."""
+
+
+def run_cli(
+    parser: argparse.ArgumentParser,
+    handler: Callable[[argparse.Namespace], int],
+    argv: list[str] | None = None,
+) -> int:
+    """Parse ``argv`` and run ``handler``, turning expected failures into one-line errors."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0)
+    try:
+        return handler(args)
+    except UserError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"{parser.prog}: error: missing file: {exc.filename or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130

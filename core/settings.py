@@ -1,0 +1,51 @@
+"""One place for configuration: every knob is an environment variable."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Environment-driven settings shared by every mode.
+
+    Data lives in ``data/`` beside ``feature_repo/`` because the Feast sources use
+    paths relative to the repo; a copied feature repo (as in tests) brings its own.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    feature_repo: Path = Field(default=PROJECT_ROOT / "feature_repo")
+    redis_connection_string: str = Field(
+        default="localhost:6379",
+        description="Feast Redis connection string: host:port[,password=...][,db=N]",
+    )
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_cache_dir: Path = Field(default=Path.home() / ".cache" / "fraud-scoring" / "kafka")
+    model_dir: Path | None = Field(default=None, description="default: <data dir>/model")
+    services_dir: Path = Field(
+        default=PROJECT_ROOT / ".services", description="pid files and logs of started services"
+    )
+
+    @property
+    def data_dir(self) -> Path:
+        return self.feature_repo.resolve().parent / "data"
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir or self.data_dir / "model"
+
+    def export_feast_env(self) -> None:
+        """Feast reads ``${REDIS_CONNECTION_STRING}`` from the environment in feature_store.yaml."""
+        os.environ["REDIS_CONNECTION_STRING"] = self.redis_connection_string
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Deterministic synthetic card-transaction data (the shipped example domain)."""

@@ -1,0 +1,82 @@
+"""``fraud-services up|down|status [--only redis|kafka]``: one line per service, one on error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import NoReturn
+
+from core.settings import get_settings
+
+from . import (
+    SERVICES,
+    ServiceError,
+    ensure_kafka,
+    ensure_redis,
+    kafka_status,
+    redis_status,
+    stop_kafka,
+    stop_redis,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints usage plus an error on two lines; we want one ``error:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ServiceError(f"{message} (see `python -m devservices --help`)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fraud-services",
+        description="Start, stop or inspect the local Redis and Kafka the project uses. "
+        "Servers that already answer are reused; `down` stops only what `up` started.",
+    )
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--only", choices=SERVICES, help="act on one service only")
+    return parser
+
+
+def _run(command: str, names: list[str]) -> None:
+    settings = get_settings()
+    for name in names:
+        if command == "up":
+            began = time.monotonic()
+            handle = ensure_redis(settings) if name == "redis" else ensure_kafka(settings)
+            print(f"{handle.describe()} ({time.monotonic() - began:.1f} s)", flush=True)
+        elif command == "down":
+            pid = stop_redis(settings) if name == "redis" else stop_kafka(settings)
+            print(f"{name}: stopped (pid {pid})" if pid else f"{name}: nothing of ours running")
+        else:
+            print(redis_status(settings) if name == "redis" else kafka_status(settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; errors become a single ``error:`` line and a non-zero exit code."""
+    try:
+        args = _parser().parse_args(argv)
+        names = [args.only] if args.only else list(SERVICES)
+        if args.command == "down":
+            names.reverse()  # Kafka first, mirroring `up`
+        _run(args.command, names)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted; run `python -m devservices status` to see what is up",
+            file=sys.stderr,
+        )
+        return 130
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except Exception as exc:  # never a traceback for the user
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Shared plumbing: errors, handles, pid files and detached processes.
+
+Everything here is about the processes *we* start, so ``down`` can stop exactly those
+and never touch a Redis or Kafka someone else runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+STOP_GRACE_S = 10.0
+
+
+class ServiceError(RuntimeError):
+    """A one-line, user-facing failure; the CLI prints it as ``error: <message>``."""
+
+
+@dataclass(frozen=True)
+class ServiceHandle:
+    """What ``ensure_*`` found or started, so callers know whether they own it."""
+
+    name: str
+    address: str
+    state: Literal["reused", "started"]
+    pid: int | None = None
+    log: Path | None = None
+
+    def describe(self) -> str:
+        if self.state == "reused":
+            return f"{self.name}: reused at {self.address}"
+        return f"{self.name}: started (pid {self.pid}) at {self.address}, log {self.log}"
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``host[:port]`` -> (host, port); raises ServiceError on a bad port."""
+    text = text.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    if text.startswith("["):  # [::1]:6379
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    if not port_text:
+        return host or "localhost", default_port
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ServiceError(f"bad port in {text!r}; expected host:port") from None
+    if not 0 < port < 65536:
+        raise ServiceError(f"port {port} in {text!r} is out of range")
+    return host or "localhost", port
+
+
+def is_local_host(host: str) -> bool:
+    """We only ever start services bound to 127.0.0.1, so the name must reach it."""
+    if host in {"localhost", "127.0.0.1"}:
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None, family=socket.AF_INET)
+    except OSError:
+        return False
+    return any(info[4][0] == "127.0.0.1" for info in infos)
+
+
+def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Cheap "is anything listening" probe, used before slower protocol checks."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def service_lock(services_dir: Path, name: str) -> Iterator[None]:
+    """Serialise ensure/stop of one service across processes (e.g. parallel test runs)."""
+    services_dir.mkdir(parents=True, exist_ok=True)
+    with open(services_dir / f"{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pid_file(services_dir: Path, name: str) -> Path:
+    return services_dir / f"{name}.pid"
+
+
+def read_pid(services_dir: Path, name: str) -> int | None:
+    try:
+        return int(pid_file(services_dir, name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def write_pid(services_dir: Path, name: str, pid: int) -> None:
+    pid_file(services_dir, name).write_text(f"{pid}\n")
+
+
+def pid_alive(pid: int, expect: str) -> bool:
+    """True if ``pid`` runs and its command line contains ``expect`` (guards pid reuse)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited: reap it
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return expect.encode() in cmdline
+
+
+def our_pid(services_dir: Path, name: str, expect: str) -> int | None:
+    """The pid from our pid file if that process still runs; drops a stale file."""
+    pid = read_pid(services_dir, name)
+    if pid is None:
+        return None
+    if pid_alive(pid, expect):
+        return pid
+    pid_file(services_dir, name).unlink(missing_ok=True)
+    return None
+
+
+def start_detached(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session so it outlives us and Ctrl-C in our terminal."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def terminate(pid: int, expect: str, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM, wait up to ``grace_s``, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if not pid_alive(pid, expect):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not pid_alive(pid, expect):
+                return
+            time.sleep(0.1)
+    raise ServiceError(f"pid {pid} survived SIGKILL; check it with `ps -p {pid}`")
+
+
+def wait_until(
+    ready: Callable[[], bool], died: Callable[[], bool], timeout_s: float, interval_s: float = 0.2
+) -> Literal["ready", "died", "timeout"]:
+    """Poll ``ready`` until it holds, the process dies, or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if ready():
+            return "ready"
+        if died():
+            return "died"
+        if time.monotonic() >= deadline:
+            return "timeout"
+        time.sleep(interval_s)
+
+
+def log_tail(log: Path, lines: int = 5, width: int = 600) -> str:
+    """Last log lines squeezed into one line, so errors stay single-line."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    joined = " | ".join(tail) or "(log is empty)"
+    return joined if len(joined) <= width else "..." + joined[-width:]

@@ -1,0 +1,290 @@
+"""Kafka for the streaming path: reuse a broker that answers, else run a one-node KRaft one.
+
+The broker runs straight from Maven Central jars (``kafka-pom.xml``) cached outside the
+repo, so nothing is downloaded twice and no Kafka tarball or Docker is needed. The
+controller listens on bootstrap port + 1 (9093 for the default 9092). Topic data lives in
+a fresh temporary directory that ``down`` deletes: every ``up`` starts from empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from core.settings import Settings
+
+from ._common import (
+    ServiceError,
+    ServiceHandle,
+    is_local_host,
+    log_tail,
+    our_pid,
+    pid_file,
+    service_lock,
+    split_host_port,
+    start_detached,
+    tcp_open,
+    terminate,
+    wait_until,
+    write_pid,
+)
+
+NAME = "kafka"
+EXPECT = "kafka.Kafka"  # substring of the command line of a broker we started
+POM = Path(__file__).parent / "kafka-pom.xml"
+READY_TIMEOUT_S = 60.0
+DATA_PREFIX = "fraud-kafka-"
+MARKER = ".complete"
+
+SERVER_PROPERTIES = """\
+# Written by devservices: single-node KRaft broker for local development.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{ctrl_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl_port}
+advertised.listeners=PLAINTEXT://{host}:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={log_dirs}
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.partitions=1
+auto.create.topics.enable=true
+"""
+
+LOG4J2_PROPERTIES = """\
+# INFO to the console, which the launcher sends to <services_dir>/kafka.log.
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.statechange.name = state.change.logger
+logger.statechange.level = warn
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+"""
+
+
+def bootstrap_target(settings: Settings) -> tuple[str, int]:
+    """The first ``host:port`` of KAFKA_BOOTSTRAP_SERVERS: the one we would serve."""
+    first = settings.kafka_bootstrap_servers.split(",")[0]
+    return split_host_port(first, 9092)
+
+
+def kafka_is_up(settings: Settings) -> bool:
+    """True if a broker answers a metadata request at the bootstrap servers."""
+    host, port = bootstrap_target(settings)
+    if not tcp_open(host, port):  # skip librdkafka's retry noise when nothing listens
+        return False
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 0})
+    try:
+        admin.list_topics(timeout=2)
+    except KafkaException:
+        return False
+    return True
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in the pom; it names the jar cache directory."""
+    root = ET.parse(POM).getroot()
+    version = root.findtext(
+        "{http://maven.apache.org/POM/4.0.0}properties/"
+        "{http://maven.apache.org/POM/4.0.0}kafka.version"
+    )
+    if not version:
+        raise ServiceError(f"no <kafka.version> in {POM}; restore the file from git")
+    return version.strip()
+
+
+def ensure_jars(settings: Settings) -> Path:
+    """Copy the broker's jars into the cache once; a marker holds the pom's hash."""
+    libs = settings.kafka_cache_dir / kafka_version() / "libs"
+    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()
+    marker = libs / MARKER
+    with contextlib.suppress(OSError):
+        if marker.read_text().strip() == pom_hash:
+            return libs
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise ServiceError(
+            f"Kafka jars are not cached in {libs} and `mvn` is missing; "
+            "run `apt-get install maven` (or point KAFKA_BOOTSTRAP_SERVERS at a running broker)"
+        )
+    staging = libs.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    ]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise ServiceError("mvn took over 15 min resolving Kafka jars; check network") from None
+    if done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        errors = [line for line in lines if "ERROR" in line] or lines or ["no output"]
+        raise ServiceError(f"mvn could not fetch the Kafka jars: {errors[0].strip()}")
+    (staging / MARKER).write_text(pom_hash + "\n")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    return libs
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if not java:
+        raise ServiceError(
+            "`java` not found on PATH; Kafka 4 needs Java 17+: "
+            "`apt-get install openjdk-17-jre-headless` (or set KAFKA_BOOTSTRAP_SERVERS)"
+        )
+    return java
+
+
+def _datadir_record(settings: Settings) -> Path:
+    return settings.services_dir / "kafka.datadir"
+
+
+def _remove_datadir(settings: Settings) -> None:
+    """Delete the temp dir we recorded, but only if it is one of ours."""
+    record = _datadir_record(settings)
+    try:
+        path = Path(record.read_text().strip())
+    except OSError:
+        return
+    tmp_root = Path(tempfile.gettempdir()).resolve()
+    if path.name.startswith(DATA_PREFIX) and path.resolve().parent == tmp_root:
+        shutil.rmtree(path, ignore_errors=True)
+    record.unlink(missing_ok=True)
+
+
+def ensure_kafka(settings: Settings) -> ServiceHandle:
+    """Return a broker that answers, starting a local KRaft one if needed. Idempotent."""
+    host, port = bootstrap_target(settings)
+    address = f"{host}:{port}"
+    services_dir = settings.services_dir
+    log = services_dir / "kafka.log"
+    with service_lock(services_dir, NAME):
+        pid = our_pid(services_dir, NAME, EXPECT)
+        if kafka_is_up(settings):
+            if pid is not None:
+                return ServiceHandle(NAME, address, "started", pid, log)
+            return ServiceHandle(NAME, address, "reused")
+        if pid is not None:  # ours but not answering: replace it
+            terminate(pid, EXPECT)
+            pid_file(services_dir, NAME).unlink(missing_ok=True)
+        _remove_datadir(settings)
+        if tcp_open(host, port):
+            raise ServiceError(
+                f"something listens on {address} but does not answer as a Kafka broker; "
+                "free the port or set KAFKA_BOOTSTRAP_SERVERS"
+            )
+        if not is_local_host(host):
+            raise ServiceError(
+                f"no Kafka broker answers at {address} and it is not a local address; "
+                "start it there or set KAFKA_BOOTSTRAP_SERVERS=localhost:9092"
+            )
+        ctrl_port = port + 1
+        if ctrl_port > 65535 or tcp_open("127.0.0.1", ctrl_port):
+            raise ServiceError(
+                f"controller port {ctrl_port} (bootstrap port + 1) is not free; "
+                "free it or choose another port in KAFKA_BOOTSTRAP_SERVERS"
+            )
+        java = _java()
+        libs = ensure_jars(settings)
+        return _start(java, libs, settings, host, port, ctrl_port)
+
+
+def _start(
+    java: str, libs: Path, settings: Settings, host: str, port: int, ctrl_port: int
+) -> ServiceHandle:
+    services_dir = settings.services_dir
+    log = services_dir / "kafka.log"
+    data = Path(tempfile.mkdtemp(prefix=DATA_PREFIX))
+    _datadir_record(settings).write_text(f"{data}\n")
+    props = data / "server.properties"
+    props.write_text(
+        SERVER_PROPERTIES.format(host=host, port=port, ctrl_port=ctrl_port, log_dirs=data / "logs")
+    )
+    log4j = data / "log4j2.properties"
+    log4j.write_text(LOG4J2_PROPERTIES)
+    jvm = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    fmt = [
+        *jvm,
+        "kafka.tools.StorageTool",
+        "format",
+        "--standalone",
+        "-t",
+        cluster_id,
+        "-c",
+        str(props),
+    ]
+    try:
+        done = subprocess.run(fmt, capture_output=True, text=True, timeout=120, cwd=data)
+    except subprocess.TimeoutExpired:
+        _remove_datadir(settings)
+        raise ServiceError("formatting Kafka storage took over 2 min; check java") from None
+    if done.returncode != 0:
+        _remove_datadir(settings)
+        last = ((done.stderr + done.stdout).strip().splitlines() or ["no output"])[-1]
+        raise ServiceError(f"formatting Kafka storage failed: {last}")
+
+    cmd = [*jvm[:1], "-Xms256m", "-Xmx1g", *jvm[1:], "kafka.Kafka", str(props)]
+    proc = start_detached(cmd, log, cwd=data)
+    write_pid(services_dir, NAME, proc.pid)
+    outcome = wait_until(
+        lambda: kafka_is_up(settings), lambda: proc.poll() is not None, READY_TIMEOUT_S, 0.25
+    )
+    if outcome == "ready":
+        return ServiceHandle(NAME, f"{host}:{port}", "started", proc.pid, log)
+    if outcome == "timeout":
+        terminate(proc.pid, EXPECT)
+    pid_file(services_dir, NAME).unlink(missing_ok=True)
+    _remove_datadir(settings)
+    what = "exited" if outcome == "died" else f"did not answer within {READY_TIMEOUT_S:.0f} s"
+    raise ServiceError(f"Kafka broker {what}; log {log}: {log_tail(log)}")
+
+
+def stop_kafka(settings: Settings) -> int | None:
+    """Stop the broker we started (if any) and delete its data; returns its pid."""
+    services_dir = settings.services_dir
+    with service_lock(services_dir, NAME):
+        pid = our_pid(services_dir, NAME, EXPECT)
+        if pid is not None:
+            terminate(pid, EXPECT)
+        pid_file(services_dir, NAME).unlink(missing_ok=True)
+        _remove_datadir(settings)
+        return pid
+
+
+def kafka_status(settings: Settings) -> str:
+    """One line: started (pid) / reused / down."""
+    host, port = bootstrap_target(settings)
+    pid = our_pid(settings.services_dir, NAME, EXPECT)
+    up = kafka_is_up(settings)
+    if pid is not None:
+        state = "" if up else ", NOT answering"
+        return f"{NAME}: started (pid {pid}) at {host}:{port}{state}"
+    return f"{NAME}: {'reused' if up else 'down'} at {host}:{port}"

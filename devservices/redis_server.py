@@ -1,0 +1,194 @@
+"""Redis for the Feast online store: reuse one that answers, else start ``redis-server``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import redis
+
+from core.settings import Settings
+
+from ._common import (
+    ServiceError,
+    ServiceHandle,
+    is_local_host,
+    log_tail,
+    our_pid,
+    pid_file,
+    service_lock,
+    split_host_port,
+    start_detached,
+    tcp_open,
+    terminate,
+    wait_until,
+    write_pid,
+)
+
+NAME = "redis"
+EXPECT = "redis-server"  # substring of the command line of a server we started
+READY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """The parts of Feast's ``host:port[,password=...][,db=N]`` we need."""
+
+    host: str
+    port: int
+    password: str | None = None
+    db: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_connection_string(conn: str) -> RedisTarget:
+    """Parse Feast's Redis connection string; extra options (ssl=...) are ignored."""
+    first, *options = [part.strip() for part in conn.split(",")]
+    host, port = split_host_port(first, 6379)
+    password: str | None = None
+    db = 0
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "password":
+            password = value or None
+        elif key == "db":
+            try:
+                db = int(value)
+            except ValueError:
+                raise ServiceError(f"bad db={value!r} in REDIS_CONNECTION_STRING") from None
+    return RedisTarget(host, port, password, db)
+
+
+def _ping(target: RedisTarget) -> None:
+    client = redis.Redis(
+        host=target.host,
+        port=target.port,
+        password=target.password,
+        db=target.db,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def redis_is_up(settings: Settings) -> bool:
+    """True if a Redis answers PING with the configured address and password."""
+    try:
+        _ping(parse_connection_string(settings.redis_connection_string))
+    except redis.RedisError:
+        return False
+    return True
+
+
+def _install_redis() -> None:
+    """Root on Debian/Ubuntu: fetch the package rather than make the user do it."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "redis-server"]):
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServiceError(f"`{' '.join(cmd)}` failed ({exc}); install redis-server") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ServiceError(f"`{' '.join(cmd)}` failed: {last}; install redis-server by hand")
+
+
+def _redis_server_binary(settings: Settings) -> str:
+    binary = shutil.which("redis-server")
+    if binary:
+        return binary
+    if os.geteuid() != 0:
+        raise ServiceError(
+            "redis-server not found; run `sudo apt-get install redis-server` "
+            "or point REDIS_CONNECTION_STRING at a running Redis"
+        )
+    _install_redis()
+    binary = shutil.which("redis-server")
+    if not binary:
+        raise ServiceError("installed redis-server but it is not on PATH; check the install")
+    return binary
+
+
+def ensure_redis(settings: Settings) -> ServiceHandle:
+    """Return a Redis that answers PING, starting one on 127.0.0.1 if needed. Idempotent."""
+    target = parse_connection_string(settings.redis_connection_string)
+    services_dir = settings.services_dir
+    log = services_dir / "redis.log"
+    with service_lock(services_dir, NAME):
+        pid = our_pid(services_dir, NAME, EXPECT)
+        if redis_is_up(settings):
+            if pid is not None:
+                return ServiceHandle(NAME, target.address, "started", pid, log)
+            return ServiceHandle(NAME, target.address, "reused")
+        if pid is not None:  # ours but not answering: replace it
+            terminate(pid, EXPECT)
+            pid_file(services_dir, NAME).unlink(missing_ok=True)
+        if tcp_open(target.host, target.port):
+            try:
+                _ping(target)
+            except redis.RedisError as exc:
+                raise ServiceError(
+                    f"something listens on {target.address} but PING fails ({exc}); "
+                    "fix the password in REDIS_CONNECTION_STRING or free the port"
+                ) from None
+        if not is_local_host(target.host):
+            raise ServiceError(
+                f"no Redis answers at {target.address} and it is not a local address; "
+                "start it there or set REDIS_CONNECTION_STRING=localhost:6379"
+            )
+        binary = _redis_server_binary(settings)
+        if redis_is_up(settings):  # the Debian package may have started a system Redis
+            return ServiceHandle(NAME, target.address, "reused")
+        return _start(binary, target, settings)
+
+
+def _start(binary: str, target: RedisTarget, settings: Settings) -> ServiceHandle:
+    services_dir = settings.services_dir
+    log_path = services_dir / "redis.log"
+    cmd = [binary, "--port", str(target.port), "--bind", "127.0.0.1"]
+    cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+    cmd += ["--dir", str(services_dir)]
+    if target.password:
+        cmd += ["--requirepass", target.password]
+    proc = start_detached(cmd, log_path, cwd=services_dir)
+    write_pid(services_dir, NAME, proc.pid)
+    outcome = wait_until(
+        lambda: redis_is_up(settings), lambda: proc.poll() is not None, READY_TIMEOUT_S
+    )
+    if outcome == "ready":
+        return ServiceHandle(NAME, target.address, "started", proc.pid, log_path)
+    if outcome == "timeout":
+        terminate(proc.pid, EXPECT)
+    pid_file(services_dir, NAME).unlink(missing_ok=True)
+    what = "exited" if outcome == "died" else f"did not answer within {READY_TIMEOUT_S:.0f} s"
+    raise ServiceError(f"redis-server {what}; log {log_path}: {log_tail(log_path)}")
+
+
+def stop_redis(settings: Settings) -> int | None:
+    """Stop the redis-server we started (if any); returns its pid. External ones are left."""
+    services_dir = settings.services_dir
+    with service_lock(services_dir, NAME):
+        pid = our_pid(services_dir, NAME, EXPECT)
+        if pid is not None:
+            terminate(pid, EXPECT)
+        pid_file(services_dir, NAME).unlink(missing_ok=True)
+        return pid
+
+
+def redis_status(settings: Settings) -> str:
+    """One line: started (pid) / reused / down."""
+    target = parse_connection_string(settings.redis_connection_string)
+    pid = our_pid(settings.services_dir, NAME, EXPECT)
+    up = redis_is_up(settings)
+    if pid is not None:
+        state = "" if up else ", NOT answering"
+        return f"{NAME}: started (pid {pid}) at {target.address}{state}"
+    return f"{NAME}: {'reused' if up else 'down'} at {target.address}"
