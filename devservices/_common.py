@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 STOP_GRACE_S = 10.0
 
@@ -100,15 +100,24 @@ def pid_file(services_dir: Path, name: str) -> Path:
     return services_dir / f"{name}.pid"
 
 
-def read_pid(services_dir: Path, name: str) -> int | None:
+class Started(NamedTuple):
+    """A process we started, as recorded in its pid file."""
+
+    pid: int
+    address: str
+
+
+def read_pid(services_dir: Path, name: str) -> Started | None:
+    """Pid file format: the pid on line 1 (so `kill $(head -1 f)` works), address on line 2."""
     try:
-        return int(pid_file(services_dir, name).read_text().strip())
+        pid_text, _, address = pid_file(services_dir, name).read_text().partition("\n")
+        return Started(int(pid_text), address.strip())
     except (OSError, ValueError):
         return None
 
 
-def write_pid(services_dir: Path, name: str, pid: int) -> None:
-    pid_file(services_dir, name).write_text(f"{pid}\n")
+def write_pid(services_dir: Path, name: str, pid: int, address: str) -> None:
+    pid_file(services_dir, name).write_text(f"{pid}\n{address}\n")
 
 
 def pid_alive(pid: int, expect: str) -> bool:
@@ -129,15 +138,35 @@ def pid_alive(pid: int, expect: str) -> bool:
     return expect.encode() in cmdline
 
 
-def our_pid(services_dir: Path, name: str, expect: str) -> int | None:
-    """The pid from our pid file if that process still runs; drops a stale file."""
-    pid = read_pid(services_dir, name)
-    if pid is None:
+def our_process(services_dir: Path, name: str, expect: str) -> Started | None:
+    """The process from our pid file if it still runs; drops a stale file."""
+    started = read_pid(services_dir, name)
+    if started is None:
+        pid_file(services_dir, name).unlink(missing_ok=True)
         return None
-    if pid_alive(pid, expect):
-        return pid
+    if pid_alive(started.pid, expect):
+        return started
     pid_file(services_dir, name).unlink(missing_ok=True)
     return None
+
+
+def check_same_address(name: str, ours: Started, address: str) -> None:
+    """One instance per service per services_dir: never silently swap ours for another."""
+    if ours.address != address:
+        raise ServiceError(
+            f"the {name} we started (pid {ours.pid}) serves {ours.address}, not {address}; "
+            f"run `python -m devservices down --only {name}` first or use another SERVICES_DIR"
+        )
+
+
+def status_line(name: str, ours: Started | None, address: str, up: bool) -> str:
+    """``<name>: started (pid N) | reused | down at <address>``."""
+    if ours is None:
+        return f"{name}: {'reused' if up else 'down'} at {address}"
+    line = f"{name}: started (pid {ours.pid}) at {ours.address}"
+    if ours.address != address:
+        return f"{line}; settings point at {address}"
+    return line if up else f"{line}, NOT answering"
 
 
 def start_detached(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:

@@ -26,13 +26,15 @@ from core.settings import Settings
 from ._common import (
     ServiceError,
     ServiceHandle,
+    check_same_address,
     is_local_host,
     log_tail,
-    our_pid,
+    our_process,
     pid_file,
     service_lock,
     split_host_port,
     start_detached,
+    status_line,
     tcp_open,
     terminate,
     wait_until,
@@ -77,6 +79,9 @@ logger.statechange.name = state.change.logger
 logger.statechange.level = warn
 logger.request.name = kafka.request.logger
 logger.request.level = warn
+# The full config dump (hundreds of lines, several times) buries the useful lines.
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = warn
 """
 
 
@@ -185,13 +190,15 @@ def ensure_kafka(settings: Settings) -> ServiceHandle:
     services_dir = settings.services_dir
     log = services_dir / "kafka.log"
     with service_lock(services_dir, NAME):
-        pid = our_pid(services_dir, NAME, EXPECT)
+        ours = our_process(services_dir, NAME, EXPECT)
+        if ours is not None:
+            check_same_address(NAME, ours, address)
         if kafka_is_up(settings):
-            if pid is not None:
-                return ServiceHandle(NAME, address, "started", pid, log)
+            if ours is not None:
+                return ServiceHandle(NAME, address, "started", ours.pid, log)
             return ServiceHandle(NAME, address, "reused")
-        if pid is not None:  # ours but not answering: replace it
-            terminate(pid, EXPECT)
+        if ours is not None:  # ours but not answering: replace it
+            terminate(ours.pid, EXPECT)
             pid_file(services_dir, NAME).unlink(missing_ok=True)
         _remove_datadir(settings)
         if tcp_open(host, port):
@@ -253,7 +260,7 @@ def _start(
 
     cmd = [*jvm[:1], "-Xms256m", "-Xmx1g", *jvm[1:], "kafka.Kafka", str(props)]
     proc = start_detached(cmd, log, cwd=data)
-    write_pid(services_dir, NAME, proc.pid)
+    write_pid(services_dir, NAME, proc.pid, f"{host}:{port}")
     outcome = wait_until(
         lambda: kafka_is_up(settings), lambda: proc.poll() is not None, READY_TIMEOUT_S, 0.25
     )
@@ -271,20 +278,16 @@ def stop_kafka(settings: Settings) -> int | None:
     """Stop the broker we started (if any) and delete its data; returns its pid."""
     services_dir = settings.services_dir
     with service_lock(services_dir, NAME):
-        pid = our_pid(services_dir, NAME, EXPECT)
-        if pid is not None:
-            terminate(pid, EXPECT)
+        ours = our_process(services_dir, NAME, EXPECT)
+        if ours is not None:
+            terminate(ours.pid, EXPECT)
         pid_file(services_dir, NAME).unlink(missing_ok=True)
         _remove_datadir(settings)
-        return pid
+        return None if ours is None else ours.pid
 
 
 def kafka_status(settings: Settings) -> str:
     """One line: started (pid) / reused / down."""
     host, port = bootstrap_target(settings)
-    pid = our_pid(settings.services_dir, NAME, EXPECT)
-    up = kafka_is_up(settings)
-    if pid is not None:
-        state = "" if up else ", NOT answering"
-        return f"{NAME}: started (pid {pid}) at {host}:{port}{state}"
-    return f"{NAME}: {'reused' if up else 'down'} at {host}:{port}"
+    ours = our_process(settings.services_dir, NAME, EXPECT)
+    return status_line(NAME, ours, f"{host}:{port}", kafka_is_up(settings))

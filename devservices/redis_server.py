@@ -8,19 +8,23 @@ import subprocess
 from dataclasses import dataclass
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.settings import Settings
 
 from ._common import (
     ServiceError,
     ServiceHandle,
+    check_same_address,
     is_local_host,
     log_tail,
-    our_pid,
+    our_process,
     pid_file,
     service_lock,
     split_host_port,
     start_detached,
+    status_line,
     tcp_open,
     terminate,
     wait_until,
@@ -72,6 +76,7 @@ def _ping(target: RedisTarget) -> None:
         db=target.db,
         socket_timeout=1.0,
         socket_connect_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),  # a probe: the default retries take ~8 s to say "down"
     )
     try:
         client.ping()
@@ -101,7 +106,7 @@ def _install_redis() -> None:
             raise ServiceError(f"`{' '.join(cmd)}` failed: {last}; install redis-server by hand")
 
 
-def _redis_server_binary(settings: Settings) -> str:
+def _redis_server_binary() -> str:
     binary = shutil.which("redis-server")
     if binary:
         return binary
@@ -123,13 +128,15 @@ def ensure_redis(settings: Settings) -> ServiceHandle:
     services_dir = settings.services_dir
     log = services_dir / "redis.log"
     with service_lock(services_dir, NAME):
-        pid = our_pid(services_dir, NAME, EXPECT)
+        ours = our_process(services_dir, NAME, EXPECT)
+        if ours is not None:
+            check_same_address(NAME, ours, target.address)
         if redis_is_up(settings):
-            if pid is not None:
-                return ServiceHandle(NAME, target.address, "started", pid, log)
+            if ours is not None:
+                return ServiceHandle(NAME, target.address, "started", ours.pid, log)
             return ServiceHandle(NAME, target.address, "reused")
-        if pid is not None:  # ours but not answering: replace it
-            terminate(pid, EXPECT)
+        if ours is not None:  # ours but not answering: replace it
+            terminate(ours.pid, EXPECT)
             pid_file(services_dir, NAME).unlink(missing_ok=True)
         if tcp_open(target.host, target.port):
             try:
@@ -144,7 +151,7 @@ def ensure_redis(settings: Settings) -> ServiceHandle:
                 f"no Redis answers at {target.address} and it is not a local address; "
                 "start it there or set REDIS_CONNECTION_STRING=localhost:6379"
             )
-        binary = _redis_server_binary(settings)
+        binary = _redis_server_binary()
         if redis_is_up(settings):  # the Debian package may have started a system Redis
             return ServiceHandle(NAME, target.address, "reused")
         return _start(binary, target, settings)
@@ -159,7 +166,7 @@ def _start(binary: str, target: RedisTarget, settings: Settings) -> ServiceHandl
     if target.password:
         cmd += ["--requirepass", target.password]
     proc = start_detached(cmd, log_path, cwd=services_dir)
-    write_pid(services_dir, NAME, proc.pid)
+    write_pid(services_dir, NAME, proc.pid, target.address)
     outcome = wait_until(
         lambda: redis_is_up(settings), lambda: proc.poll() is not None, READY_TIMEOUT_S
     )
@@ -176,19 +183,15 @@ def stop_redis(settings: Settings) -> int | None:
     """Stop the redis-server we started (if any); returns its pid. External ones are left."""
     services_dir = settings.services_dir
     with service_lock(services_dir, NAME):
-        pid = our_pid(services_dir, NAME, EXPECT)
-        if pid is not None:
-            terminate(pid, EXPECT)
+        ours = our_process(services_dir, NAME, EXPECT)
+        if ours is not None:
+            terminate(ours.pid, EXPECT)
         pid_file(services_dir, NAME).unlink(missing_ok=True)
-        return pid
+        return None if ours is None else ours.pid
 
 
 def redis_status(settings: Settings) -> str:
     """One line: started (pid) / reused / down."""
-    target = parse_connection_string(settings.redis_connection_string)
-    pid = our_pid(settings.services_dir, NAME, EXPECT)
-    up = redis_is_up(settings)
-    if pid is not None:
-        state = "" if up else ", NOT answering"
-        return f"{NAME}: started (pid {pid}) at {target.address}{state}"
-    return f"{NAME}: {'reused' if up else 'down'} at {target.address}"
+    address = parse_connection_string(settings.redis_connection_string).address
+    ours = our_process(settings.services_dir, NAME, EXPECT)
+    return status_line(NAME, ours, address, redis_is_up(settings))

@@ -5,6 +5,7 @@ batch, streaming and online scoring all read the same definitions.
 """
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from feast import (
@@ -20,8 +21,12 @@ from feast import (
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 
-from core import contract, request_features
+from core import contract
 from core.aggregations import SECS_SINCE_LAST, WINDOWS
+
+# Absolute paths, as `feast init` writes them: Feast's DuckDB offline store reads a relative
+# FileSource path against the working directory, not the repo (feast 0.67).
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
 merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.INT64)
@@ -40,7 +45,7 @@ user_profile = FeatureView(
     ],
     source=FileSource(
         name="user_profile_source",
-        path="../data/user_profile.parquet",
+        path=str(DATA_DIR / "user_profile.parquet"),
         timestamp_field="event_timestamp",
         created_timestamp_column="created_timestamp",
     ),
@@ -57,7 +62,7 @@ merchant_profile = FeatureView(
     ],
     source=FileSource(
         name="merchant_profile_source",
-        path="../data/merchant_profile.parquet",
+        path=str(DATA_DIR / "merchant_profile.parquet"),
         timestamp_field="event_timestamp",
         created_timestamp_column="created_timestamp",
     ),
@@ -77,7 +82,7 @@ user_txn_windows = FeatureView(
         # History computed offline by `python -m batch aggregates` from core.aggregations.
         batch_source=FileSource(
             name="user_txn_windows_source",
-            path="../data/user_txn_windows.parquet",
+            path=str(DATA_DIR / "user_txn_windows.parquet"),
             timestamp_field="event_timestamp",
         ),
     ),
@@ -99,7 +104,7 @@ user_batch_score = FeatureView(
         name="user_batch_score_push",
         batch_source=FileSource(
             name="user_batch_score_source",
-            path="../data/published_scores.parquet",
+            path=str(DATA_DIR / "published_scores.parquet"),
             timestamp_field="event_timestamp",
         ),
     ),
@@ -130,7 +135,10 @@ transaction = RequestSource(
     mode="python",
 )
 def transaction_request(inputs: dict[str, Any]) -> dict[str, Any]:
-    return request_features.compute(inputs)
+    # Feast rebuilds this function from its source text, so it imports what it uses.
+    from core.request_features import compute
+
+    return compute(inputs)
 
 
 # --- The model's contract -------------------------------------------------------------

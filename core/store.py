@@ -1,0 +1,27 @@
+"""Opening the Feast store the same way in every mode."""
+
+from __future__ import annotations
+
+from feast import FeatureService, FeatureStore
+
+from core.cli import UserError
+from core.contract import FEATURE_SERVICE_NAME
+from core.settings import Settings
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """A FeatureStore over ``settings.feature_repo``, with the Redis URL exported for Feast."""
+    if not (settings.feature_repo / "feature_store.yaml").exists():
+        raise UserError(f"no feature_store.yaml in {settings.feature_repo}; set FEATURE_REPO")
+    settings.export_feast_env()
+    return FeatureStore(repo_path=str(settings.feature_repo))
+
+
+def feature_service(store: FeatureStore) -> FeatureService:
+    try:
+        return store.get_feature_service(FEATURE_SERVICE_NAME)
+    except Exception as exc:  # Feast raises several registry errors for an unapplied repo
+        raise UserError(
+            f"FeatureService {FEATURE_SERVICE_NAME} not in the registry ({exc.__class__.__name__});"
+            " run `feast apply` in feature_repo/"
+        ) from exc
