@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from batch.aggregates import backfill_windows
-from core.cli import run_cli
+from core.cli import Parser, run_cli
 from core.settings import get_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fraud-batch", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="fraud-batch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     sub.add_parser(
         "aggregates",
         help="backfill the window aggregates (the PushSource's batch source) from transactions",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 ENTITY_KEY = "user_id"
@@ -59,6 +59,14 @@ _US = 1_000_000
 
 def to_cents(amount: float) -> int:
     return round(amount * 100)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_us(ts: datetime) -> int:
+    """Exact integer microseconds since the epoch (float seconds would round)."""
+    return (ts - _EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass
@@ -107,9 +115,7 @@ class UserWindowState:
             window.add(ts_us, values[spec.column] if spec.column else 1)
             window.evict_before(ts_us - int(spec.window.total_seconds()) * _US)
             out[spec.name] = window.value()
-        out[SECS_SINCE_LAST] = (
-            None if self.last_ts_us is None else (ts_us - self.last_ts_us) / _US
-        )
+        out[SECS_SINCE_LAST] = None if self.last_ts_us is None else (ts_us - self.last_ts_us) / _US
         self.last_ts_us = ts_us
         return out
 
@@ -119,9 +125,7 @@ def backfill_sql(source: str) -> str:
 
     ``source`` is a relation with user_id, merchant_id, amount and event_timestamp.
     """
-    frames = {
-        w.window: f"w_{int(w.window.total_seconds())}s" for w in WINDOWS
-    }
+    frames = {w.window: f"w_{int(w.window.total_seconds())}s" for w in WINDOWS}
     exprs = []
     for w in WINDOWS:
         frame = frames[w.window]
@@ -143,6 +147,4 @@ def backfill_sql(source: str) -> str:
         for span, name in frames.items()
     )
     select = ",\n  ".join(exprs)
-    return (
-        f"SELECT {ENTITY_KEY}, {TIMESTAMP},\n  {select}\nFROM {source}\nWINDOW\n  {window_defs}"
-    )
+    return f"SELECT {ENTITY_KEY}, {TIMESTAMP},\n  {select}\nFROM {source}\nWINDOW\n  {window_defs}"

@@ -6,10 +6,20 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import NoReturn
+
+OUR_PACKAGES = ("core", "datagen", "training", "devservices", "batch", "serving", "streaming")
 
 
 class UserError(Exception):
     """A failure the user can fix; printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr rather than the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def run_cli(
@@ -18,7 +28,12 @@ def run_cli(
     argv: list[str] | None = None,
 ) -> int:
     """Parse ``argv`` and run ``handler``, turning expected failures into one-line errors."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Libraries (Feast logs every registry refresh) stay at WARNING; our own modules log INFO.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    for ours in OUR_PACKAGES:
+        logging.getLogger(ours).setLevel(logging.INFO)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its one-line usage error

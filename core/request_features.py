@@ -21,8 +21,7 @@ def compute(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
         "amount_log": [math.log1p(a) for a in amount],
         "amount_to_avg_30d": [a / v if v else None for a, v in zip(amount, avg, strict=True)],
         "is_foreign": [
-            None if h is None else int(c != h)
-            for c, h in zip(inputs["country"], home, strict=True)
+            None if h is None else int(c != h) for c, h in zip(inputs["country"], home, strict=True)
         ],
         "is_online": [int(ch == "online") for ch in inputs["channel"]],
     }

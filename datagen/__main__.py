@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 from datetime import datetime, timezone
 
-from core.cli import run_cli
+from core.cli import Parser, run_cli
 from core.settings import get_settings
 from datagen.generate import GeneratorConfig, generate
 
@@ -17,7 +17,7 @@ def _date(text: str) -> datetime:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = GeneratorConfig()
-    parser = argparse.ArgumentParser(prog="fraud-datagen", description=__doc__)
+    parser = Parser(prog="fraud-datagen", description=__doc__)
     for f in fields(GeneratorConfig):
         kind = _date if f.name == "start" else type(getattr(defaults, f.name))
         parser.add_argument(

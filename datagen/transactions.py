@@ -54,7 +54,9 @@ def time_slice(
     # Fraud: short bursts on compromised cards, new accounts hit harder.
     n_attacks = max(int(n_txn * fraud_share / 4), 0)
     age_days = (start_us - users["signup_us"].to_numpy()) / _DAY
-    a_users = _pick(rng, users["activity"].to_numpy() * np.where(age_days < 30, 4.0, 1.0), n_attacks)
+    a_users = _pick(
+        rng, users["activity"].to_numpy() * np.where(age_days < 30, 4.0, 1.0), n_attacks
+    )
     burst = 1 + rng.poisson(3, n_attacks)
     fu = np.repeat(a_users, burst)
     gaps = rng.exponential(90 * _S, burst.sum()).astype(np.int64)

@@ -1,4 +1,4 @@
-"""``fraud-services up|down|status [--only redis|kafka]``: one line per service, one on error."""
+"""``fraud-services up|down|status|check [--only redis|kafka]``: one line per service."""
 
 from __future__ import annotations
 
@@ -14,18 +14,24 @@ from . import (
     ServiceError,
     ensure_kafka,
     ensure_redis,
+    kafka_is_up,
     kafka_status,
+    redis_is_up,
     redis_status,
     stop_kafka,
     stop_redis,
 )
 
 
+class UsageError(ServiceError):
+    """Bad command line; exits 2 like argparse does."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse prints usage plus an error on two lines; we want one ``error:`` line."""
 
     def error(self, message: str) -> NoReturn:
-        raise ServiceError(f"{message} (see `python -m devservices --help`)")
+        raise UsageError(f"{message} (see `python -m devservices --help`)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Start, stop or inspect the local Redis and Kafka the project uses. "
         "Servers that already answer are reused; `down` stops only what `up` started.",
     )
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "command",
+        choices=["up", "down", "status", "check"],
+        help="check: fail unless the configured servers answer (starts nothing)",
+    )
     parser.add_argument("--only", choices=SERVICES, help="act on one service only")
     return parser
 
@@ -49,6 +59,19 @@ def _run(command: str, names: list[str]) -> None:
         elif command == "down":
             pid = stop_redis(settings) if name == "redis" else stop_kafka(settings)
             print(f"{name}: stopped (pid {pid})" if pid else f"{name}: nothing of ours running")
+        elif command == "check":
+            up = redis_is_up(settings) if name == "redis" else kafka_is_up(settings)
+            where = (
+                settings.redis_connection_string.split(",")[0]
+                if name == "redis"
+                else settings.kafka_bootstrap_servers
+            )
+            if not up:
+                raise ServiceError(
+                    f"{name} is not reachable at {where}; run `make services-up` or fix "
+                    f"{'REDIS_CONNECTION_STRING' if name == 'redis' else 'KAFKA_BOOTSTRAP_SERVERS'}"
+                )
+            print(f"{name}: reachable at {where}")
         else:
             print(redis_status(settings) if name == "redis" else kafka_status(settings))
 
@@ -63,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         _run(args.command, names)
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         print(
             "error: interrupted; run `python -m devservices status` to see what is up",

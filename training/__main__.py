@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import run_cli
+from core.cli import Parser, run_cli
+from core.predictor import Predictor
 from core.settings import get_settings
+from core.store import feature_service, open_store
 from training.train import TrainConfig, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="fraud-train", description=__doc__)
+    parser = Parser(prog="fraud-train", description=__doc__)
     parser.add_argument("--warmup-days", type=int, default=defaults.warmup_days)
     parser.add_argument("--holdout-days", type=int, default=defaults.holdout_days)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="check the existing artifact against the registry's FeatureService; do not train",
+    )
     return parser
 
 
 def _main(args: argparse.Namespace) -> int:
     settings = get_settings()
+    if args.verify_only:
+        predictor = Predictor.load(settings.model_path, feature_service(open_store(settings)))
+        print(f"model {predictor.version} matches {predictor.manifest.feature_service}")
+        return 0
     manifest = train(settings, TrainConfig(args.warmup_days, args.holdout_days, args.seed))
     m = manifest["metrics"]
     print(

@@ -26,7 +26,9 @@ def metrics(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
         if mask.any():
             mean_p, rate = float(p[mask].mean()), float(y[mask].mean())
             ece += mask.mean() * abs(mean_p - rate)
-            reliability.append({"bin": b, "n": int(mask.sum()), "mean_score": mean_p, "fraud_rate": rate})
+            reliability.append(
+                {"bin": b, "n": int(mask.sum()), "mean_score": mean_p, "fraud_rate": rate}
+            )
     return {
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
