@@ -1,0 +1,62 @@
+# Self-documenting: every target with a `## comment` shows up in `make help`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+
+export REDIS_CONNECTION_STRING ?= localhost:6379
+export KAFKA_BOOTSTRAP_SERVERS ?= localhost:9092
+# The default synthetic data spans 2026-10-01 .. 2026-10-29 (see datagen).
+MATERIALIZE_START ?= 2026-09-30T00:00:00
+MATERIALIZE_END ?= 2026-10-30T00:00:00
+
+.DEFAULT_GOAL := help
+.PHONY: help install services-up services-down services-status data apply materialize train \
+	demo lint test clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
+
+services-up: install ## Start (or reuse) Redis and a single-node KRaft Kafka broker
+	$(BIN)/python -m devservices up
+
+services-down: install ## Stop only what services-up started
+	$(BIN)/python -m devservices down
+
+services-status: install ## Show whether Redis and Kafka are up, and who started them
+	$(BIN)/python -m devservices status
+
+data: install ## Generate the synthetic data and backfill the window aggregates
+	$(BIN)/python -m datagen
+	$(BIN)/python -m batch aggregates
+
+apply: install ## Register the feature definitions (feast apply)
+	cd feature_repo && $(BIN)/feast apply
+
+materialize: install ## Load the online store (feast materialize START END)
+	cd feature_repo && $(BIN)/feast materialize $(MATERIALIZE_START) $(MATERIALIZE_END)
+
+train: install ## Train the model on point-in-time-correct features
+	$(BIN)/python -m training
+
+demo: services-up data apply materialize train ## Run everything end to end on a fresh machine
+	$(BIN)/python scripts/demo_summary.py
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint services-up ## Lint, then run every test against the real Redis, Kafka and feast CLI
+	$(BIN)/pytest
+
+clean: ## Remove generated data and the model (keeps .venv and the Kafka jar cache)
+	rm -rf data
