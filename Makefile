@@ -6,9 +6,9 @@ BIN := $(CURDIR)/$(VENV)/bin
 
 export REDIS_CONNECTION_STRING ?= localhost:6379
 export KAFKA_BOOTSTRAP_SERVERS ?= localhost:9092
-# The default synthetic data spans 2026-10-01 .. 2026-10-29 (see datagen).
-MATERIALIZE_START ?= 2026-09-30T00:00:00
-MATERIALIZE_END ?= 2026-10-30T00:00:00
+# The default synthetic data covers the 28 days before today (see datagen).
+MATERIALIZE_START ?= $(shell date -u -d '30 days ago' +%Y-%m-%dT00:00:00)
+MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)
 
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status data apply materialize train \

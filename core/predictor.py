@@ -49,6 +49,12 @@ class Manifest:
         )
 
 
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """Compress heavy-tailed counts and amounts; lives here so any artifact unpickles."""
+    out: np.ndarray = np.sign(x) * np.log1p(np.abs(x))
+    return out
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

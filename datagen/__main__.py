@@ -19,12 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = GeneratorConfig()
     parser = Parser(prog="fraud-datagen", description=__doc__)
     for f in fields(GeneratorConfig):
-        kind = _date if f.name == "start" else type(getattr(defaults, f.name))
+        if f.name == "start":
+            parser.add_argument(
+                "--start", type=_date, help="first day, YYYY-MM-DD (default: DAYS days ago)"
+            )
+            continue
+        default = getattr(defaults, f.name)
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
-            type=kind,
-            default=getattr(defaults, f.name),
-            help=f"default: {getattr(defaults, f.name)}",
+            type=type(default),
+            default=default,
+            help=f"default: {default}",
         )
     return parser
 

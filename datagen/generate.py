@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -38,7 +38,14 @@ class GeneratorConfig:
     days: int = 28
     txns_per_day: int = 10_000
     fraud_share: float = 0.02
-    start: datetime = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    start: datetime | None = None  # default: `days` days before today, so data ends at 00:00 UTC
+
+    def first_day(self) -> datetime:
+        """Day one at 00:00 UTC: as given, else relative to today so online data is fresh."""
+        if self.start is not None:
+            return self.start
+        today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        return today - timedelta(days=self.days)
 
 
 @dataclass(frozen=True)
@@ -62,10 +69,11 @@ def generate(cfg: GeneratorConfig, data_dir: Path) -> DataFiles:
     """Generate everything; the same config always gives byte-identical data."""
     data_dir.mkdir(parents=True, exist_ok=True)
     files = DataFiles.in_dir(data_dir)
+    first_day = cfg.first_day()
     pop = make_population(
-        np.random.default_rng([cfg.seed, 0]), cfg.users, cfg.merchants, cfg.start, cfg.days
+        np.random.default_rng([cfg.seed, 0]), cfg.users, cfg.merchants, first_day, cfg.days
     )
-    start_us = int(cfg.start.timestamp() * _S)
+    start_us = int(first_day.timestamp() * _S)
     tmp = files.transactions.with_suffix(".tmp")
     with pq.ParquetWriter(tmp, LABELED_TRANSACTION_SCHEMA) as writer:
         for day in range(cfg.days):
@@ -107,7 +115,7 @@ def _write_profiles(cfg: GeneratorConfig, pop: Population, files: DataFiles) -> 
     con.execute("SET TimeZone = 'UTC'")
     con.register("users", pop.users[["user_id", "signup_us", "home_country"]])
     con.register("merchants", pop.merchants)
-    start = f"TIMESTAMPTZ '{cfg.start:%Y-%m-%d} 00:00:00+00'"
+    start = f"TIMESTAMPTZ '{cfg.first_day():%Y-%m-%d} 00:00:00+00'"
     con.execute(
         f"""
         CREATE TEMP TABLE days AS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,3 @@ def make_population(
         }
     )
     return Population(users=users, merchants=merchants)
-
-
-def day_start(start: datetime, day: int) -> datetime:
-    return start + timedelta(days=day)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,13 @@ from core.settings import PROJECT_ROOT, Settings
 from datagen.generate import GeneratorConfig, generate
 from devservices import ensure_all
 
-TEST_REDIS_DB = 1
+# Its own Redis database, so tests never touch a demo's online store.
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "1"))
 # The default generator config: training on it must reach the acceptance AUC.
 DATA = GeneratorConfig()
-MATERIALIZE_START = "2026-09-30T00:00:00"
-MATERIALIZE_END = "2026-10-30T00:00:00"
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+MATERIALIZE_START = (DATA.first_day() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+MATERIALIZE_END = NOW.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @dataclass(frozen=True)

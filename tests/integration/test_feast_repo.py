@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pandas as pd
 import pytest
 from feast import FeatureStore
@@ -15,7 +17,7 @@ from core.contract import (
     feature_order,
 )
 from core.store import open_store
-from tests.conftest import MATERIALIZE_END, Stack, feast_cli
+from tests.conftest import MATERIALIZE_END, NOW, Stack, feast_cli
 
 pytestmark = pytest.mark.integration
 
@@ -77,5 +79,6 @@ def test_unknown_entity_reads_as_missing(materialized: Stack) -> None:
 
 
 def test_materialize_incremental_from_the_cli(materialized: Stack) -> None:
-    out = materialized.run(feast_cli(), "materialize-incremental", "2026-10-31T00:00:00")
+    later = (NOW + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    out = materialized.run(feast_cli(), "materialize-incremental", later)
     assert out.returncode == 0, out.stderr
