@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Literal
 
@@ -28,25 +27,23 @@ LABEL = "is_fraud"
 LABELED_TRANSACTION_SCHEMA = TRANSACTION_SCHEMA.append(pa.field(LABEL, pa.int8()))
 
 
-class Transaction(BaseModel):
-    """A card transaction as it arrives at scoring time (never carries a label)."""
+class TransactionRequest(BaseModel):
+    """What scoring needs from a transaction besides the stored features (the API's body)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    transaction_id: str = Field(min_length=1, max_length=64)
     user_id: int = Field(ge=0, lt=2**63)
     merchant_id: int = Field(ge=0, lt=2**63)
-    amount: float = Field(gt=0, le=MAX_AMOUNT)
+    amount: float = Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)
     channel: Channel
     country: str = Field(pattern=r"^[A-Z]{2}$")
-    event_timestamp: datetime
 
-    @field_validator("amount")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("amount must be a finite number")
-        return value
+
+class Transaction(TransactionRequest):
+    """A card transaction event as it arrives at scoring time (never carries a label)."""
+
+    transaction_id: str = Field(min_length=1, max_length=64)
+    event_timestamp: datetime
 
     @field_validator("event_timestamp")
     @classmethod

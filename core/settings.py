@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +32,20 @@ class Settings(BaseSettings):
     services_dir: Path = Field(
         default=PROJECT_ROOT / ".services", description="pid files and logs of started services"
     )
+
+    # --- online serving -------------------------------------------------------------------
+    serving_host: str = "127.0.0.1"
+    serving_port: int = 8000
+    serving_workers: int = Field(default=0, description="uvicorn workers; 0 means one per core")
+    api_key: SecretStr | None = Field(default=None, description="required in X-API-Key if set")
+    redis_timeout_ms: float = Field(default=100.0, gt=0, description="bound on one online read")
+    serving_max_batch: int = Field(default=1000, gt=0)
+    serving_max_body_bytes: int = Field(default=1 << 20, gt=0)
+    serving_max_age_seconds: dict[str, float] = Field(
+        default_factory=dict, description="per feature view; default: the view's TTL"
+    )
+    model_reload_interval_s: float = Field(default=2.0, gt=0)
+    log_level: str = "INFO"
 
     @property
     def data_dir(self) -> Path:

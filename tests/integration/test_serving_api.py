@@ -1,0 +1,190 @@
+"""The prediction API against the real Redis, through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.aggregations import FEATURE_NAMES
+from core.predictor import Predictor
+from core.store import feature_service, open_store
+from serving.app import create_app
+from tests.conftest import Stack
+from tests.integration.serving_support import ROW, settings_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ready(materialized: Stack, trained: Stack) -> Stack:
+    return trained
+
+
+@pytest.fixture(scope="module")
+def client(ready: Stack) -> Iterator[TestClient]:
+    with TestClient(create_app(ready.settings)) as c:
+        yield c
+
+
+def sdk_score(stack: Stack, row: dict[str, Any]) -> tuple[float, dict[str, list[Any]]]:
+    """The reference: Feast's SDK read, scored by the shared predictor."""
+    store = open_store(stack.settings)
+    service = feature_service(store)
+    features = store.get_online_features(features=service, entity_rows=[row]).to_dict()
+    return float(Predictor.load(stack.settings.model_path, service).predict(features)[0]), features
+
+
+def test_prediction_equals_predictor_on_sdk_features(client: TestClient, ready: Stack) -> None:
+    r = client.post("/v1/predict?explain=true", json=ROW | {"transaction_id": "t-1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected, features = sdk_score(ready, ROW)
+    assert body["score"] == expected
+    assert body["transaction_id"] == "t-1"
+    assert body["feature_service"] == "fraud_model_v1"
+    assert body["model_version"].startswith("fraud_model_v1-")
+    assert body["request_id"] == r.headers["x-request-id"]
+    assert set(body["feature_age_seconds"]) == {
+        "user_profile",
+        "merchant_profile",
+        "user_txn_windows",
+    }
+    for name, value in body["features"].items():
+        assert value == (None if features[name][0] is None else float(features[name][0])), name
+
+
+def test_unknown_entity_is_scored_with_defaults(client: TestClient, ready: Stack) -> None:
+    row = ROW | {"user_id": 10**15}
+    r = client.post("/v1/predict", json=row)
+    assert r.status_code == 200
+    body = r.json()
+    assert set(FEATURE_NAMES) <= set(body["missing_features"])
+    assert body["feature_age_seconds"]["user_txn_windows"] is None
+    assert body["score"] == sdk_score(ready, row)[0]  # the imputer's documented defaults
+
+
+def test_stale_features_count_as_missing(ready: Stack) -> None:
+    settings = settings_for(ready, serving_max_age_seconds={"user_txn_windows": 1.0})
+    with TestClient(create_app(settings)) as c:
+        body = c.post("/v1/predict", json=ROW).json()
+    assert body["stale_features"] == list(FEATURE_NAMES)
+    assert not set(FEATURE_NAMES) & set(body["missing_features"])
+    unknown = sdk_score(ready, ROW | {"user_id": 10**15})[1]
+    with_defaults = sdk_score(ready, ROW)[1] | {n: unknown[n] for n in FEATURE_NAMES}
+    service = feature_service(open_store(ready.settings))
+    expected = Predictor.load(ready.settings.model_path, service).predict(with_defaults)[0]
+    assert body["score"] == float(expected)
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"user_id": "abc"}, "user_id"),
+        ({"amount": -5}, "amount"),
+        ({"amount": 10**9}, "amount"),
+        ({"channel": "carrier-pigeon"}, "channel"),
+        ({"country": "gb"}, "country"),
+        ({"unexpected": 1}, "unexpected"),
+    ],
+)
+def test_malformed_fields_get_422_naming_the_field(
+    client: TestClient, patch: dict[str, Any], field: str
+) -> None:
+    r = client.post("/v1/predict", json=ROW | patch)
+    assert r.status_code == 422
+    assert any(field in d["loc"] for d in r.json()["detail"]), r.json()
+
+
+def test_malformed_body_gets_422(client: TestClient) -> None:
+    r = client.post(
+        "/v1/predict", content=b'{"user_id": 5,', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    missing = client.post("/v1/predict", json={"user_id": 5})
+    assert missing.status_code == 422
+    assert {"merchant_id", "amount"} <= {d["loc"][-1] for d in missing.json()["detail"]}
+    nan = client.post(
+        "/v1/predict",
+        content=json.dumps(ROW | {"amount": float("nan")}),
+        headers={"content-type": "application/json"},
+    )
+    assert nan.status_code == 422
+
+
+def test_batch_is_in_order_and_limited(ready: Stack) -> None:
+    settings = settings_for(ready, serving_max_batch=5, serving_max_body_bytes=4000)
+    rows = [ROW | {"user_id": u, "transaction_id": f"t{u}"} for u in (7, 10**15, 3, 11)]
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/predict/batch", json={"records": rows})
+        assert r.status_code == 200
+        results = r.json()["results"]
+        assert [x["transaction_id"] for x in results] == [row["transaction_id"] for row in rows]
+        singles = [c.post("/v1/predict", json=row).json()["score"] for row in rows]
+        assert [x["score"] for x in results] == pytest.approx(singles, abs=1e-12)
+        assert c.post("/v1/predict/batch", json={"records": rows * 2}).status_code == 413
+        assert c.post("/v1/predict/batch", json={"records": []}).status_code == 422
+        big = {"records": rows[:1], "pad": "x" * 5000}
+        assert c.post("/v1/predict/batch", json=big).status_code == 413
+
+
+def test_api_key_required_accepted_and_never_logged(
+    ready: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "s3cret-key-value"
+    settings = settings_for(ready, api_key=key)
+    with TestClient(create_app(settings)) as c:
+        logging.getLogger("serving").propagate = True  # let caplog see the access log
+        try:
+            with caplog.at_level(logging.DEBUG, logger="serving"):
+                assert c.post("/v1/predict", json=ROW).status_code == 401
+                assert (
+                    c.post("/v1/predict", json=ROW, headers={"X-API-Key": "wrong"}).status_code
+                    == 401
+                )
+                assert (
+                    c.post("/v1/predict", json=ROW, headers={"X-API-Key": key}).status_code == 200
+                )
+                assert c.get("/v1/scores/5").status_code == 401
+                assert c.get("/health").status_code == 200
+                metrics = c.get("/metrics").text
+        finally:
+            logging.getLogger("serving").propagate = False
+    assert key not in caplog.text
+    assert key not in metrics
+    assert '"status": 401' in caplog.text
+
+
+def test_batch_score_lookup_before_publishing_is_a_clear_404(client: TestClient) -> None:
+    r = client.get("/v1/scores/123456789")
+    assert r.status_code == 404
+    assert "batch score --publish" in r.json()["detail"]
+
+
+def test_health_ready_docs(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready").json()
+    assert ready["checks"] == {"registry": True, "model": True, "redis": True}
+    schema = client.get("/openapi.json").json()
+    assert "PredictRequest" in schema["components"]["schemas"]
+    assert "PredictResponse" in schema["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_metrics_content(client: TestClient) -> None:
+    client.post("/v1/predict", json=ROW)
+    client.post("/v1/predict", json=ROW | {"user_id": 10**15})
+    client.post("/v1/predict", json=ROW | {"amount": -1})
+    text = client.get("/metrics").text
+    for needle in (
+        'serving_request_duration_seconds_bucket{endpoint="/v1/predict"',
+        "serving_prediction_score_bucket",
+        'serving_feature_age_seconds_bucket{feature_view="user_txn_windows"',
+        'serving_features_missing_total{feature="txn_count_10m"}',
+        'serving_errors_total{kind="validation"}',
+    ):
+        assert needle in text, needle
