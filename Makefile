@@ -12,7 +12,7 @@ MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)
 
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status data apply materialize train \
-	demo lint test clean
+	demo lint test clean serve bench-online
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,12 @@ materialize: install ## Load the online store (feast materialize START END)
 
 train: install ## Train the model on point-in-time-correct features
 	$(BIN)/python -m training
+
+serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVING_PORT (8000)
+	$(BIN)/python -m serving
+
+bench-online: services-up train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk)
+	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online
 
 demo: services-up data apply materialize train ## Run everything end to end on a fresh machine
 	$(BIN)/python scripts/demo_summary.py

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,11 @@ import joblib
 import numpy as np
 import pandas as pd
 from feast import FeatureService
+from scipy.special import expit
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from core.cli import UserError
 from core.contract import feature_order
@@ -63,14 +68,46 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def compile_linear(pipeline: Pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The fitted impute -> log -> scale -> logistic chain as four array operations.
+
+    scikit-learn validates and copies the input at every step: 0.62 ms to score one row
+    here, against 0.39 ms for the whole Redis read. The same arithmetic without that
+    overhead gives the same probabilities (to 1e-15; a test holds them) in microseconds.
+    Returns None for any other pipeline, which then runs through scikit-learn.
+    """
+    match [step for _, step in pipeline.steps]:
+        case [
+            SimpleImputer(add_indicator=False) as imputer,
+            FunctionTransformer(func=func) as log,
+            StandardScaler() as scaler,
+            LogisticRegression() as model,
+        ] if func is signed_log1p and log.inverse_func is None and model.coef_.shape[0] == 1:
+            fill = imputer.statistics_
+            mean = scaler.mean_ if scaler.with_mean else 0.0
+            scale = scaler.scale_ if scaler.with_std else 1.0
+            coef, intercept = model.coef_[0], model.intercept_[0]
+
+            def proba(x: np.ndarray) -> np.ndarray:
+                z = (signed_log1p(np.where(np.isnan(x), fill, x)) - mean) / scale
+                # A per-row sum rather than a BLAS product: a row's score must not depend
+                # on which other rows share its batch (BLAS kernels vary with the shape).
+                out: np.ndarray = expit((z * coef).sum(axis=1) + intercept)
+                return out
+
+            return proba
+    return None
+
+
 class Predictor:
     """A fitted scikit-learn pipeline bound to its feature order."""
 
-    def __init__(self, pipeline: Any, manifest: Manifest) -> None:
+    def __init__(self, pipeline: Pipeline, manifest: Manifest) -> None:
         self.pipeline = pipeline
         self.manifest = manifest
         self.features = list(manifest.features)
         self.version = manifest.model_version
+        self._fast = compile_linear(pipeline)
 
     @classmethod
     def load(cls, model_dir: Path, service: FeatureService) -> Predictor:
@@ -90,7 +127,10 @@ class Predictor:
 
     def predict(self, columns: Mapping[str, Sequence[Any]] | pd.DataFrame) -> np.ndarray:
         """Fraud probability per row of a frame or a Feast-style dict of columns."""
-        scores: np.ndarray = self.pipeline.predict_proba(self.matrix(columns))[:, 1]
+        x = self.matrix(columns)
+        if self._fast is not None:
+            return self._fast(x)
+        scores: np.ndarray = self.pipeline.predict_proba(x)[:, 1]
         return scores
 
 

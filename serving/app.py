@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service_name=service.name,
             timeout_s=settings.redis_timeout_ms / 1000,
         )
+        with contextlib.suppress(OnlineStoreUnavailable):  # open a connection before traffic
+            await app.state.runtime.reader.ping(1.0)
         watcher = asyncio.create_task(_watch_model(app.state.runtime, metrics))
         log.info(
             "serving %s with model %s", service.name, app.state.runtime.model.predictor.version

@@ -103,6 +103,13 @@ class OnlineFeatureReader:
             for name, names in wanted.items()
         ]
         self.feature_names = [f.name for p in service.feature_view_projections for f in p.features]
+        # Feast keeps every view of one entity in one Redis hash: one HMGET per entity key.
+        self._groups: dict[str, list[_ViewPlan]] = {}
+        for plan in self.plans:
+            self._groups.setdefault(plan.join_key, []).append(plan)
+        self._group_fields = {
+            key: [f for plan in plans for f in plan.fields] for key, plans in self._groups.items()
+        }
 
     def _plan(
         self, store: FeatureStore, view: FeatureView, wanted: set[str], max_age: float | None
@@ -138,10 +145,10 @@ class OnlineFeatureReader:
         """
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for plan in self.plans:
+                for join_key, fields in self._group_fields.items():
                     for row in rows:
-                        key = self._key(plan.join_key, row[plan.join_key])
-                        pipe.hmget(key, plan.fields)  # type: ignore[arg-type]  # bytes keys work
+                        key = self._key(join_key, row[join_key])
+                        pipe.hmget(key, fields)  # type: ignore[arg-type]  # bytes keys work
                 replies = await _bounded(pipe.execute(), timeout_s)
         except OnlineStoreUnavailable:
             raise
@@ -152,8 +159,15 @@ class OnlineFeatureReader:
         timestamps: dict[str, list[float | None]] = {}
         stale: list[set[str]] = [set() for _ in rows]
         n = len(rows)
-        for i, plan in enumerate(self.plans):
-            block = replies[i * n : (i + 1) * n]
+        blocks = {}
+        for g, plans in enumerate(self._groups.values()):
+            start = 0
+            for plan in plans:
+                end = start + len(plan.fields)
+                blocks[plan.name] = [reply[start:end] for reply in replies[g * n : (g + 1) * n]]
+                start = end
+        for plan in self.plans:
+            block = blocks[plan.name]
             ts = [_decode_ts(reply[-1]) for reply in block]
             timestamps[plan.name] = ts
             too_old = [

@@ -83,10 +83,14 @@ def stack(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     redis_url = f"{services.redis_connection_string.split(',db=')[0]},db={TEST_REDIS_DB}"
-    settings = Settings(feature_repo=root / "feature_repo", redis_connection_string=redis_url)
+    # A generous online-read bound: a loaded CI box must not turn reads into 503s.
+    settings = Settings(
+        feature_repo=root / "feature_repo", redis_connection_string=redis_url, redis_timeout_ms=2000
+    )
     env = os.environ | {
         "FEATURE_REPO": str(settings.feature_repo),
         "REDIS_CONNECTION_STRING": redis_url,
+        "REDIS_TIMEOUT_MS": "2000",
         "KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap_servers,
     }
     host, port = redis_url.split(",")[0].split(":")

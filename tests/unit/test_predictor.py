@@ -57,3 +57,20 @@ def test_refuses_tampered_artifact(tmp_path: Path) -> None:
         fh.write(b"0")
     with pytest.raises(ContractMismatch, match="checksum"):
         Predictor.load(model_dir, _service(["a", "b"]))
+
+
+def test_compiled_linear_path_equals_scikit_learn_and_ignores_batch_mates(tmp_path: Path) -> None:
+    names = [f"f{i}" for i in range(6)]
+    predictor = Predictor.load(_artifact(tmp_path, names), _service(names))
+    rng = np.random.default_rng(1)
+    x = rng.lognormal(1, 2, size=(5000, len(names)))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    cols = {n: x[:, i] for i, n in enumerate(names)}
+    together = predictor.predict(cols)
+    np.testing.assert_allclose(
+        together, predictor.pipeline.predict_proba(x)[:, 1], rtol=0, atol=1e-14
+    )
+    alone = [
+        predictor.predict({n: x[i : i + 1, j] for j, n in enumerate(names)})[0] for i in range(300)
+    ]
+    assert np.array_equal(np.array(alone), together[:300])  # bit for bit, whatever the batch

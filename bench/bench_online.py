@@ -1,0 +1,287 @@
+"""`make bench-online`: our API against `feast serve` and a no-op floor, same run, same box.
+
+Materializes --users users into a Redis database of its own, starts `python -m serving`
+and `feast serve --max-requests 0` with the same worker count (default: one per core),
+and drives all of them with wrk (Debian's package; installed here if missing, as root).
+Prints one table, writes bench/results/online.json and online.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.workspace import RESULTS, Workspace, prepare
+from core.settings import PROJECT_ROOT
+from datagen.generate import GeneratorConfig
+
+BODY_LUA = """
+math.randomseed(%(seed)d)
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local n = %(records)d
+  local parts = {}
+  for i = 1, n do
+    local u = math.random(1, %(users)d)
+    local m = math.random(1, %(merchants)d)
+    parts[i] = string.format(%(fmt)s, u, m)
+  end
+  return wrk.format(nil, nil, nil, %(wrap)s)
+end
+"""
+OURS_ONE = '{"user_id":%d,"merchant_id":%d,"amount":120.5,"channel":"online","country":"GB"}'
+FEAST_ONE = (
+    '{"feature_service":"fraud_model_v1","entities":{"user_id":[%d],"merchant_id":[%d],'
+    '"amount":[120.5],"channel":["online"],"country":["GB"]}}'
+)
+
+
+def ensure_wrk() -> str:
+    if not shutil.which("wrk"):
+        if os.geteuid() != 0:
+            sys.exit("bench-online: error: wrk is missing; apt-get install wrk")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return "wrk"
+
+
+def lua(path: Path, fmt: str, records: int, users: int, merchants: int, batch: bool) -> Path:
+    wrap = '"{\\"records\\":[" .. table.concat(parts, ",") .. "]}"' if batch else "parts[1]"
+    path.write_text(
+        BODY_LUA
+        % {
+            "seed": 7,
+            "records": records,
+            "users": users,
+            "merchants": merchants,
+            "fmt": json.dumps(fmt),  # a JSON string literal is also a valid Lua one
+            "wrap": wrap,
+        }
+    )
+    return path
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, connections: int, seconds: int, script: Path | None) -> dict[str, float]:
+    threads = min(connections, 2)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script:
+        cmd[1:1] = ["-s", str(script)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    pct = {
+        p: float(v) * _UNIT[u]
+        for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": pct["50"],
+        "p99_ms": pct["99"],
+        "requests": total,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+@contextmanager
+def process(
+    cmd: list[str], env: dict[str, str], cwd: Path, ready_url: str, log: Path
+) -> Iterator[None]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(ready_url, timeout=1).status_code < 500:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"bench-online: error: {cmd[0:3]} did not start; see {log}")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def run(ws: Workspace, args: argparse.Namespace) -> dict[str, float]:
+    model = PROJECT_ROOT / "data" / "model"
+    if not (model / "manifest.json").exists():
+        raise SystemExit("bench-online: error: no trained model in data/model; run `make train`")
+    shutil.copytree(model, ws.settings.data_dir / "model", dirs_exist_ok=True)
+    workers = args.workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="bench-online-") as tmpdir:
+        return _loads(ws, args, workers, Path(tmpdir))
+
+
+def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> dict[str, float]:
+    scripts = {
+        "ours": lua(tmp / "ours.lua", OURS_ONE, 1, args.users, args.merchants, False),
+        "ours100": lua(tmp / "ours100.lua", OURS_ONE, 100, args.users, args.merchants, True),
+        "feast": lua(tmp / "feast.lua", FEAST_ONE, 1, args.users, args.merchants, False),
+    }
+    ours, feast = "http://127.0.0.1:18000", "http://127.0.0.1:16566"
+    env = ws.env | {"PROMETHEUS_MULTIPROC_DIR": str(tmp)}
+    feast_cli = str(Path(sys.executable).with_name("feast"))
+    serve_ours = [sys.executable, "-m", "serving", "--port", "18000", "--workers", str(workers)]
+    serve_feast = [
+        feast_cli,
+        "serve",
+        "-p",
+        "16566",
+        "-w",
+        str(workers),
+        "--max-requests",
+        "0",
+        "--no-access-log",
+    ]
+    r: dict[str, float] = {"workers": workers, "users": args.users, "duration_s": args.duration}
+    with ExitStack() as stack:
+        stack.enter_context(
+            process(serve_ours, env, PROJECT_ROOT, f"{ours}/ready", RESULTS / "online-ours.log")
+        )
+        d = args.duration
+        wrk(f"{ours}/v1/predict", 16, 3, scripts["ours"])  # warm-up
+        seq = wrk(f"{ours}/v1/predict", 1, d, scripts["ours"])
+        c16 = wrk(f"{ours}/v1/predict", 16, d, scripts["ours"])
+        c64 = wrk(f"{ours}/v1/predict", 64, d, scripts["ours"])
+        b100 = wrk(f"{ours}/v1/predict/batch", 1, d, scripts["ours100"])
+        noop16 = wrk(f"{ours}/health", 16, d, None)
+        noop64 = wrk(f"{ours}/health", 64, d, None)
+    with ExitStack() as stack:
+        stack.enter_context(
+            process(
+                serve_feast,
+                ws.env,
+                ws.settings.feature_repo,
+                f"{feast}/health",
+                RESULTS / "online-feast.log",
+            )
+        )
+        wrk(f"{feast}/get-online-features", 16, 3, scripts["feast"])  # warm-up
+        fseq = wrk(f"{feast}/get-online-features", 1, d, scripts["feast"])
+        f16 = wrk(f"{feast}/get-online-features", 16, d, scripts["feast"])
+        f64 = wrk(f"{feast}/get-online-features", 64, d, scripts["feast"])
+    for name, m in [
+        ("ours_seq", seq),
+        ("ours_c16", c16),
+        ("ours_c64", c64),
+        ("ours_batch100", b100),
+        ("noop_c16", noop16),
+        ("noop_c64", noop64),
+        ("feast_serve_seq", fseq),
+        ("feast_serve_c16", f16),
+        ("feast_serve_c64", f64),
+    ]:
+        r[f"{name}_rps"] = m["rps"]
+        r[f"{name}_p50_ms"] = m["p50_ms"]
+        r[f"{name}_p99_ms"] = m["p99_ms"]
+        r[f"{name}_requests"] = m["requests"]
+        r[f"{name}_non_2xx"] = m["non_2xx"]
+    r["ours_rps_c16"], r["feast_serve_rps_c16"], r["noop_rps_c16"] = (
+        c16["rps"],
+        f16["rps"],
+        noop16["rps"],
+    )
+    return r
+
+
+def report(r: dict[str, float]) -> None:
+    print(
+        f"\nonline benchmark: {int(r['users']):,} users materialized, "
+        f"{int(r['workers'])} workers each, wrk {int(r['duration_s'])} s per load, "
+        "2-core machine shared with wrk"
+    )
+    print(
+        f"{'load':<26}{'ours rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'feast rps':>11}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'no-op rps':>11}{'ours/feast':>12}{'ours/no-op':>12}"
+    )
+    for label, key, noop in [
+        ("sequential (1 conn)", "seq", None),
+        ("16 connections", "c16", "noop_c16"),
+        ("64 connections", "c64", "noop_c64"),
+    ]:
+        o, f = f"ours_{key}", f"feast_serve_{key}"
+        n = r[f"{noop}_rps"] if noop else float("nan")
+        print(
+            f"{label:<26}{r[o + '_rps']:>10.0f}{r[o + '_p50_ms']:>9.2f}{r[o + '_p99_ms']:>9.2f}"
+            f"{r[f + '_rps']:>11.0f}{r[f + '_p50_ms']:>9.2f}{r[f + '_p99_ms']:>9.2f}{n:>11.0f}"
+            f"{r[o + '_rps'] / r[f + '_rps']:>12.2f}{r[o + '_rps'] / n:>12.2f}"
+        )
+    print(
+        f"{'batch of 100 (1 conn)':<26}{r['ours_batch100_rps']:>10.0f}"
+        f"{r['ours_batch100_p50_ms']:>9.2f}{r['ours_batch100_p99_ms']:>9.2f}"
+    )
+    errors = sum(v for k, v in r.items() if k.endswith("_non_2xx"))
+    print(f"non-2xx responses across all loads: {int(errors)}")
+
+
+def chart(r: dict[str, float], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = [
+        "ours c16",
+        "feast serve c16",
+        "no-op c16",
+        "ours c64",
+        "feast serve c64",
+        "no-op c64",
+    ]
+    keys = ["ours_c16", "feast_serve_c16", "noop_c16", "ours_c64", "feast_serve_c64", "noop_c64"]
+    a.bar(labels, [r[f"{k}_rps"] for k in keys], color=["C0", "C1", "C7"] * 2)
+    a.set(title="Throughput (requests/s)", ylabel="requests/s")
+    a.tick_params(axis="x", rotation=30)
+    lat = ["ours_seq", "feast_serve_seq", "ours_batch100"]
+    x = range(len(lat))
+    b.bar([i - 0.2 for i in x], [r[f"{k}_p50_ms"] for k in lat], 0.4, label="p50")
+    b.bar([i + 0.2 for i in x], [r[f"{k}_p99_ms"] for k in lat], 0.4, label="p99")
+    b.set_xticks(list(x), ["ours 1 record", "feast serve", "ours 100 records"])
+    b.set(title="Sequential latency (ms)", ylabel="ms")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--merchants", type=int, default=2_000)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk load")
+    parser.add_argument("--workers", type=int, default=0, help="default: one per core")
+    parser.add_argument("--redis-db", type=int, default=9)
+    args = parser.parse_args()
+    ensure_wrk()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    print("preparing the workspace ...", flush=True)
+    cfg = GeneratorConfig(
+        users=args.users, merchants=args.merchants, days=2, txns_per_day=args.users
+    )
+    result = run(prepare("online", cfg, args.redis_db), args)
+    report(result)
+    (RESULTS / "online.json").write_text(json.dumps(result, indent=2))
+    chart(result, RESULTS / "online.png")
+    print(f"wrote {RESULTS / 'online.json'} and {RESULTS / 'online.png'}")
+
+
+if __name__ == "__main__":
+    main()
