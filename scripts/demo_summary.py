@@ -1,30 +1,42 @@
-"""Print what `make demo` did and where its outputs are."""
+"""Print what `make demo` did and where its outputs are, then call the API as a client would."""
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
 
+import httpx
 import pyarrow.parquet as pq
 
-from core.contract import FEATURE_SERVICE_NAME, REQUEST_FIELDS
-from core.predictor import MANIFEST_FILE, Predictor
-from core.settings import get_settings
-from core.store import feature_service, open_store
+from core.predictor import MANIFEST_FILE
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from core.store import open_store
+
+CALLS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "known user",
+        {"user_id": 42, "merchant_id": 7, "amount": 250.0, "channel": "online", "country": "NG"},
+    ),
+    (
+        "unknown user",
+        {"user_id": 10**12, "merchant_id": 7, "amount": 25.0, "channel": "pos", "country": "US"},
+    ),
+    ("malformed", {"user_id": "forty-two", "merchant_id": 7, "amount": -1, "channel": "fax"}),
+]
 
 
-def main() -> None:
-    settings = get_settings()
+def offline(settings: Settings) -> None:
     data = settings.data_dir
-    print("\n== demo summary ==")
     for name in ("transactions", "user_profile", "merchant_profile", "user_txn_windows"):
         path = data / f"{name}.parquet"
         print(f"  {name:<18} {pq.read_metadata(path).num_rows:>9,} rows  {path}")
-
     store = open_store(settings)
-    service = feature_service(store)
     views = sorted(v.name for v in store.list_feature_views())
-    print(f"  registry           {store.config.registry.path}: views {', '.join(views)}")
-
+    print(f"  registry           {settings.data_dir / 'registry.db'}: views {', '.join(views)}")
     manifest = json.loads((settings.model_path / MANIFEST_FILE).read_text())
     m = manifest["metrics"]
     print(
@@ -32,13 +44,51 @@ def main() -> None:
         f"PR AUC {m['pr_auc']:.3f}  ({settings.model_path}/report.png)"
     )
 
-    # One online read through the FeatureService, scored by the shared predictor.
-    predictor = Predictor.load(settings.model_path, service)
-    row = {"user_id": 42, "merchant_id": 7, "amount": 250.0, "channel": "online", "country": "NG"}
-    features = store.get_online_features(features=service, entity_rows=[row]).to_dict()
-    score = float(predictor.predict(features)[0])
-    request = ", ".join(f"{k}={row[k]}" for k in ("user_id", "merchant_id", *REQUEST_FIELDS))
-    print(f"  online read        {FEATURE_SERVICE_NAME} for {request}: score {score:.4f}")
+
+def online() -> None:
+    """Start `python -m serving` on a free port, make three calls, stop it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = PROJECT_ROOT / "data" / "demo-serving.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(port), "--workers", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        print(f"  online API         {url} (log: {log})")
+        for label, body in CALLS:
+            r = httpx.post(f"{url}/v1/predict", json=body, timeout=5)
+            answer = r.json()
+            if r.status_code == 200:
+                text = (
+                    f"score {answer['score']:.4f}, {len(answer['missing_features'])} features "
+                    f"missing, model {answer['model_version']}"
+                )
+            else:
+                text = "; ".join(
+                    f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in answer["detail"]
+                )
+            print(f"    POST /v1/predict {label:<13} -> {r.status_code}  {text}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    print("\n== demo summary ==")
+    offline(get_settings())
+    online()
 
 
 if __name__ == "__main__":
