@@ -1,4 +1,4 @@
-"""Per-request plumbing as plain ASGI middleware: request id, body limit, one log line.
+"""Per-request plumbing as plain ASGI middleware: request id, latency metric, one log line.
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, which wraps every request in
 extra tasks and streams; this runs on the hot path of every call.
@@ -19,15 +19,10 @@ from serving.metrics import Metrics
 log = logging.getLogger("serving.access")
 
 
-class BodyTooLarge(Exception):
-    """A chunked body grew past the limit while being read (no Content-Length to check)."""
-
-
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,28 +42,10 @@ class AccessMiddleware:
                 )
             await send(message)
 
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            status = 413
-            self.metrics.errors.labels("payload_too_large").inc()
-            await _json(send, 413, {"detail": f"body exceeds {self.max_body} bytes"})
-        else:
-            received = 0
-
-            async def receive_limited() -> Message:
-                nonlocal received
-                message = await receive()
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise BodyTooLarge(f"body exceeds {self.max_body} bytes")
-                return message
-
-            try:
-                await self.app(scope, receive_limited, send_wrapper)
-            finally:
-                self._finish(scope, state, status, started)
-            return
-        self._finish(scope, state, status, started)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self._finish(scope, state, status, started)
 
     def _finish(self, scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
         elapsed = time.perf_counter() - started
@@ -86,18 +63,3 @@ class AccessMiddleware:
         if "features" in state and log.isEnabledFor(logging.DEBUG):
             record["features"] = state["features"]
         log.info(json.dumps(record))
-
-
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(payload)),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})

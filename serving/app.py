@@ -19,7 +19,7 @@ from feast import FeatureService, FeatureStore
 from core.contract import BATCH_SCORE_VIEW
 from core.settings import Settings, get_settings
 from core.store import feature_service, open_store
-from serving.access import AccessMiddleware, BodyTooLarge
+from serving.access import AccessMiddleware
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.model import ModelHolder
@@ -85,11 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Scores card transactions from the Feast online store with the shared predictor.",
         version="1",
         lifespan=lifespan,
+        max_body_size=settings.serving_max_body_bytes,  # FastAPI answers 413 past it
         responses={503: {"model": ErrorResponse, "description": "online store unavailable"}},
     )
-    app.add_middleware(
-        AccessMiddleware, metrics=metrics, max_body_bytes=settings.serving_max_body_bytes
-    )
+    app.add_middleware(AccessMiddleware, metrics=metrics)
     app.state.metrics = metrics
     _error_handlers(app, metrics)
     _routes(app, metrics, settings)
@@ -146,14 +145,10 @@ def _error_handlers(app: FastAPI, metrics: Metrics) -> None:
             headers={"Retry-After": "1"},
         )
 
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        metrics.errors.labels("payload_too_large").inc()
-        return JSONResponse({"detail": str(exc)}, status_code=413)
-
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        kind = {401: "unauthorized", 404: "not_found", 409: "conflict"}.get(exc.status_code, "http")
+        kinds = {401: "unauthorized", 404: "not_found", 409: "conflict", 413: "payload_too_large"}
+        kind = kinds.get(exc.status_code, "http")
         metrics.errors.labels(kind).inc()
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
@@ -189,7 +184,6 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
         explain: Annotated[bool, Query(description="also return the feature values used")] = False,
     ) -> PredictBatchResponse:
         if len(body.records) > max_batch:
-            metrics.errors.labels("payload_too_large").inc()
             raise HTTPException(413, f"at most {max_batch} records per batch")
         runtime = _runtime(request)
         predictor = runtime.model.predictor
