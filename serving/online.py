@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -132,8 +134,7 @@ class OnlineFeatureReader:
         )
 
     def _key(self, join_key: str, value: int) -> bytes:
-        proto = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=value)])
-        return serialize_entity_key(proto, self._key_version) + self._project
+        return _redis_key(join_key, value, self._key_version, self._project)
 
     async def read(
         self, rows: Sequence[Row], timeout_s: float, now: float | None = None
@@ -143,13 +144,13 @@ class OnlineFeatureReader:
         With ``now``, values older than their view's maximum age read as missing (Feast
         does not enforce a view's TTL on online reads); without it, this is the SDK's answer.
         """
+        commands = [
+            hiredis.pack_command((b"HMGET", self._key(join_key, row[join_key]), *fields))
+            for join_key, fields in self._group_fields.items()
+            for row in rows
+        ]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for join_key, fields in self._group_fields.items():
-                    for row in rows:
-                        key = self._key(join_key, row[join_key])
-                        pipe.hmget(key, fields)  # type: ignore[arg-type]  # bytes keys work
-                replies = await _bounded(pipe.execute(), timeout_s)
+            replies = await _bounded(self._send(commands), timeout_s)
         except OnlineStoreUnavailable:
             raise
         except Exception as exc:  # redis raises several connection/timeout/auth errors
@@ -197,11 +198,35 @@ class OnlineFeatureReader:
                 columns[name] = list(result[name])
         return OnlineRead(columns=columns, timestamps=timestamps, stale=stale)
 
+    async def _send(self, commands: list[bytes]) -> list[list[bytes | None]]:
+        """One write of pre-packed HMGETs, then one reply each: a pipeline without its cost.
+
+        redis-py's asyncio pipeline packs every argument in Python: 21 us per HMGET here,
+        4.3 ms of a 100-record batch. hiredis (a Feast[redis] dependency) packs in C.
+        """
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(b"".join(commands))
+            return [await conn.read_response() for _ in commands]
+        except BaseException:
+            await conn.disconnect()  # a half-read connection must not go back to the pool
+            raise
+        finally:
+            await pool.release(conn)
+
     async def ping(self, timeout_s: float) -> None:
         try:
             await _bounded(self._client.ping(), timeout_s)
         except Exception as exc:
             raise OnlineStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+@lru_cache(maxsize=1 << 17)
+def _redis_key(join_key: str, value: int, version: int, project: bytes) -> bytes:
+    """Feast's Redis key for one entity; cached, as hot entities repeat (7 us a call)."""
+    proto = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=value)])
+    return serialize_entity_key(proto, version) + project
 
 
 async def _bounded(awaitable: Any, timeout_s: float) -> Any:
