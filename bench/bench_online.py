@@ -16,16 +16,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-
-import httpx
 
 from bench.workspace import RESULTS, Workspace, prepare
 from core.settings import PROJECT_ROOT
 from datagen.generate import GeneratorConfig
+from serving.launch import launched, serving_command
 
 BODY_LUA = """
 math.randomseed(%(seed)d)
@@ -98,28 +94,6 @@ def wrk(url: str, connections: int, seconds: int, script: Path | None) -> dict[s
     }
 
 
-@contextmanager
-def process(
-    cmd: list[str], env: dict[str, str], cwd: Path, ready_url: str, log: Path
-) -> Iterator[None]:
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(ready_url, timeout=1).status_code < 500:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise SystemExit(f"bench-online: error: {cmd[0:3]} did not start; see {log}")
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 def run(ws: Workspace, args: argparse.Namespace) -> dict[str, float]:
     model = PROJECT_ROOT / "data" / "model"
     if not (model / "manifest.json").exists():
@@ -139,7 +113,7 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
     ours, feast = "http://127.0.0.1:18000", "http://127.0.0.1:16566"
     env = ws.env | {"PROMETHEUS_MULTIPROC_DIR": str(tmp)}
     feast_cli = str(Path(sys.executable).with_name("feast"))
-    serve_ours = [sys.executable, "-m", "serving", "--port", "18000", "--workers", str(workers)]
+    serve_ours = serving_command(18000, workers)
     serve_feast = [
         feast_cli,
         "serve",
@@ -152,10 +126,7 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         "--no-access-log",
     ]
     r: dict[str, float] = {"workers": workers, "users": args.users, "duration_s": args.duration}
-    with ExitStack() as stack:
-        stack.enter_context(
-            process(serve_ours, env, PROJECT_ROOT, f"{ours}/ready", RESULTS / "online-ours.log")
-        )
+    with launched(serve_ours, f"{ours}/ready", RESULTS / "online-ours.log", env, PROJECT_ROOT):
         d = args.duration
         wrk(f"{ours}/v1/predict", 16, 3, scripts["ours"])  # warm-up
         seq = wrk(f"{ours}/v1/predict", 1, d, scripts["ours"])
@@ -164,16 +135,8 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         b100 = wrk(f"{ours}/v1/predict/batch", 1, d, scripts["ours100"])
         noop16 = wrk(f"{ours}/health", 16, d, None)
         noop64 = wrk(f"{ours}/health", 64, d, None)
-    with ExitStack() as stack:
-        stack.enter_context(
-            process(
-                serve_feast,
-                ws.env,
-                ws.settings.feature_repo,
-                f"{feast}/health",
-                RESULTS / "online-feast.log",
-            )
-        )
+    feast_log = RESULTS / "online-feast.log"
+    with launched(serve_feast, f"{feast}/health", feast_log, ws.env, ws.settings.feature_repo):
         wrk(f"{feast}/get-online-features", 16, 3, scripts["feast"])  # warm-up
         fseq = wrk(f"{feast}/get-online-features", 1, d, scripts["feast"])
         f16 = wrk(f"{feast}/get-online-features", 16, d, scripts["feast"])

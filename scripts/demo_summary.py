@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from typing import Any
 
 import httpx
@@ -15,6 +11,7 @@ import pyarrow.parquet as pq
 from core.predictor import MANIFEST_FILE
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import open_store
+from serving.launch import free_port, launched, serving_command
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
     (
@@ -47,25 +44,10 @@ def offline(settings: Settings) -> None:
 
 def online() -> None:
     """Start `python -m serving` on a free port, make three calls, stop it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = PROJECT_ROOT / "data" / "demo-serving.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--port", str(port), "--workers", "1"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+    log = PROJECT_ROOT / "data" / "demo-serving.log"
+    with launched(serving_command(port), f"{url}/ready", log, cwd=PROJECT_ROOT):
         print(f"  online API         {url} (log: {log})")
         for label, body in CALLS:
             r = httpx.post(f"{url}/v1/predict", json=body, timeout=5)
@@ -80,9 +62,6 @@ def online() -> None:
                     f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in answer["detail"]
                 )
             print(f"    POST /v1/predict {label:<13} -> {r.status_code}  {text}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def main() -> None:

@@ -89,7 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={503: {"model": ErrorResponse, "description": "online store unavailable"}},
     )
     app.add_middleware(AccessMiddleware, metrics=metrics)
-    app.state.metrics = metrics
     _error_handlers(app, metrics)
     _routes(app, metrics, settings)
     return app

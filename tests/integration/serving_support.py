@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from core.settings import PROJECT_ROOT, Settings
+from serving.launch import free_port, launched, serving_command
 from tests.conftest import Stack
 
 ROW: dict[str, Any] = {
@@ -29,38 +27,13 @@ def settings_for(stack: Stack, **overrides: Any) -> Settings:
     return Settings(**(stack.settings.model_dump() | overrides))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def uvicorn_process(stack: Stack, env: dict[str, str], log: Path) -> Iterator[str]:
     """`python -m serving` as users run it; yields its base URL once /health answers."""
     port = free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--port", str(port), "--workers", "1"],
-            cwd=PROJECT_ROOT,
-            env=stack.env | env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError(f"service did not start: {log.read_text()[-2000:]}")
+    with launched(serving_command(port), f"{url}/health", log, stack.env | env, PROJECT_ROOT):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @contextmanager
