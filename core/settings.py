@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="per feature view; default: the view's TTL"
     )
     model_reload_interval_s: float = Field(default=2.0, gt=0)
+    serving_limit_concurrency: int = Field(
+        default=200, gt=0, description="per worker; beyond it uvicorn sheds load with 503s"
+    )
     log_level: str = "INFO"
 
     @property
