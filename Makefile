@@ -12,7 +12,7 @@ MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)
 
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status data apply materialize train \
-	demo lint test clean serve bench-online
+	demo lint test clean serve bench-online batch batch-backfill bench-batch
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,22 @@ materialize: install ## Load the online store (feast materialize START END)
 
 train: install ## Train the model on point-in-time-correct features
 	$(BIN)/python -m training
+
+serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVING_PORT (8000)
+	$(BIN)/python -m serving
+
+bench-online: services-up train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk)
+	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online
+
+batch: install ## Score one day into data/scores (DATE=YYYY-MM-DD, default yesterday; PUBLISH=1)
+	$(BIN)/python -m batch score $(if $(DATE),--date $(DATE)) $(if $(PUBLISH),--publish)
+
+batch-backfill: install ## Score START..END in order, skipping finished dates (default: last 7)
+	$(BIN)/python -m batch backfill --start $(or $(START),$(shell date -u -d '7 days ago' +%F)) \
+		--end $(or $(END),$(shell date -u -d yesterday +%F))
+
+bench-batch: install ## Batch benchmark: our job vs Feast retrieval (ROWS=1000000 by default)
+	flock /tmp/bench.lock $(BIN)/python -m bench.bench_batch $(if $(ROWS),--rows $(ROWS))
 
 serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVING_PORT (8000)
 	$(BIN)/python -m serving

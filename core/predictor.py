@@ -27,6 +27,9 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from core.cli import UserError
 from core.contract import feature_order
 
+# A DataFrame, or a dict of columns as Feast's OnlineResponse.to_dict() returns them.
+Columns = Mapping[str, Sequence[Any] | np.ndarray] | pd.DataFrame
+
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
 
@@ -119,13 +122,13 @@ class Predictor:
             raise ContractMismatch(f"{model_path} does not match the checksum in its manifest")
         return cls(joblib.load(model_path), manifest)
 
-    def matrix(self, columns: Mapping[str, Sequence[Any]] | pd.DataFrame) -> np.ndarray:
+    def matrix(self, columns: Columns) -> np.ndarray:
         """Feature matrix in contract order; None/null become NaN for the imputer."""
         return np.column_stack(
             [np.asarray(columns[name], dtype=np.float64) for name in self.features]
         )
 
-    def predict(self, columns: Mapping[str, Sequence[Any]] | pd.DataFrame) -> np.ndarray:
+    def predict(self, columns: Columns) -> np.ndarray:
         """Fraud probability per row of a frame or a Feast-style dict of columns."""
         x = self.matrix(columns)
         if self._fast is not None:

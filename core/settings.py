@@ -33,6 +33,14 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / ".services", description="pid files and logs of started services"
     )
 
+    # --- batch scoring ----------------------------------------------------------------------
+    batch_transactions: Path | None = Field(
+        default=None, description="the day's records; default: <data dir>/transactions.parquet"
+    )
+    batch_output_dir: Path | None = Field(default=None, description="default: <data dir>/scores")
+    batch_chunk_rows: int = Field(default=250_000, gt=0, description="rows per chunk (memory)")
+    batch_workers: int = Field(default=0, ge=0, description="chunks in parallel; 0: one per core")
+
     # --- online serving -------------------------------------------------------------------
     serving_host: str = "127.0.0.1"
     serving_port: int = 8000

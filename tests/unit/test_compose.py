@@ -11,7 +11,7 @@ import yaml
 
 from core.settings import PROJECT_ROOT
 
-EXPECTED = {"redis", "kafka", "feast-init"}
+EXPECTED = {"redis", "kafka", "feast-init", "batch"}
 FEAST_COMMANDS = {"apply", "materialize", "materialize-incremental", "serve"}
 
 

@@ -1,0 +1,93 @@
+"""What the point-in-time join reads, taken from the Feast registry and nothing else.
+
+The fast path must return exactly what ``get_historical_features`` returns, so
+every source path, column, TTL and timestamp column comes from the registered
+FeatureService and its views; a change to ``feature_repo/`` reaches this job by
+``feast apply`` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from feast import FeatureService, FeatureStore, FileSource
+from feast.on_demand_feature_view import OnDemandFeatureView
+
+from core.cli import UserError
+
+# Offline stores whose sources are parquet files DuckDB can read directly.
+PARQUET_STORES = ("duckdb", "file", "dask")
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One feature view as the point-in-time join needs it."""
+
+    name: str
+    path: str
+    join_keys: tuple[str, ...]
+    timestamp_field: str
+    created_timestamp_column: str | None
+    ttl: timedelta | None
+    features: tuple[str, ...]  # service features plus what on-demand views read
+    field_mapping: tuple[tuple[str, str], ...]  # (column in the file, feature name)
+
+
+@dataclass(frozen=True)
+class RetrievalPlan:
+    service: FeatureService
+    views: tuple[ViewSpec, ...]
+    odfvs: tuple[OnDemandFeatureView, ...]
+    request_fields: tuple[str, ...]
+
+
+def build_plan(store: FeatureStore, service: FeatureService) -> RetrievalPlan:
+    """Views, columns and on-demand transforms of ``service``, as Feast would retrieve them."""
+    wanted: dict[str, list[str]] = {}
+    odfvs: list[OnDemandFeatureView] = []
+    request_fields: list[str] = []
+    odfv_names = {o.name for o in store.list_on_demand_feature_views()}
+    for projection in service.feature_view_projections:
+        if projection.name in odfv_names:
+            odfv = store.get_on_demand_feature_view(projection.name)
+            odfvs.append(odfv)
+            for source in odfv.source_feature_view_projections.values():
+                _add(wanted, source.name, [f.name for f in source.features])
+            for request in odfv.source_request_sources.values():
+                request_fields += [f.name for f in request.schema if f.name not in request_fields]
+        else:
+            _add(wanted, projection.name, [f.name for f in projection.features])
+    views = tuple(_view_spec(store, name, features) for name, features in wanted.items())
+    return RetrievalPlan(service, views, tuple(odfvs), tuple(request_fields))
+
+
+def _add(wanted: dict[str, list[str]], view: str, features: list[str]) -> None:
+    have = wanted.setdefault(view, [])
+    have += [f for f in features if f not in have]
+
+
+def _view_spec(store: FeatureStore, name: str, features: list[str]) -> ViewSpec:
+    view = store.get_feature_view(name)
+    source = view.batch_source
+    if not isinstance(source, FileSource) or not source.path.endswith(".parquet"):
+        raise UserError(
+            f"view {name} reads {type(source).__name__}, not a parquet file: use --engine feast"
+        )
+    if view.projection.join_key_map:
+        raise UserError(f"view {name} uses join-key mapping: use --engine feast")
+    mapping = {feature: column for column, feature in source.field_mapping.items()}
+    return ViewSpec(
+        name=name,
+        path=source.path,
+        join_keys=tuple(e.name for e in view.entity_columns),
+        timestamp_field=source.timestamp_field,
+        created_timestamp_column=source.created_timestamp_column or None,
+        ttl=view.ttl if view.ttl else None,  # Feast treats a zero TTL as "never expires"
+        features=tuple(features),
+        field_mapping=tuple((mapping.get(f, f), f) for f in features),
+    )
+
+
+def supports_duckdb(store: FeatureStore) -> bool:
+    return str(store.config.offline_store.type) in PARQUET_STORES

@@ -1,0 +1,61 @@
+"""Features for a chunk of entity rows: the DuckDB fast path or Feast's own retrieval."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+from feast import FeatureService, FeatureStore
+from feast.on_demand_feature_view import OnDemandFeatureView
+
+from batch.pit import Partition, pit_sql
+from batch.plan import RetrievalPlan
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB in UTC, so TTL arithmetic and naive timestamps match Feast's."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def duckdb_features(
+    con: duckdb.DuckDBPyConnection,
+    plan: RetrievalPlan,
+    entities: str,
+    lo: datetime,
+    hi: datetime,
+    partition: Partition | None = None,
+    order_by: tuple[str, ...] = (),
+) -> pa.Table:
+    """The fast path: our point-in-time join, then the registry's on-demand transforms."""
+    sql = pit_sql(plan, entities, lo, hi, partition, order_by)
+    table = con.sql(sql).to_arrow_table()
+    return apply_odfvs(plan, table)
+
+
+def feast_features(
+    store: FeatureStore, service: FeatureService, entities: pd.DataFrame
+) -> pa.Table:
+    """The reference path, and the only one for offline stores DuckDB cannot read."""
+    return store.get_historical_features(entity_df=entities, features=service).to_arrow()
+
+
+def apply_odfvs(plan: RetrievalPlan, table: pa.Table) -> pa.Table:
+    """Run each on-demand view's own transform (from the registry) on just its inputs."""
+    for odfv in plan.odfvs:
+        inputs = [c for c in odfv_inputs(odfv) if c in table.column_names]
+        out = odfv.transform_arrow(table.select(inputs), False)
+        for field in odfv.features:
+            table = table.append_column(field.name, out[field.name])
+    return table
+
+
+def odfv_inputs(odfv: OnDemandFeatureView) -> list[str]:
+    names = [f.name for s in odfv.source_request_sources.values() for f in s.schema]
+    names += [f.name for p in odfv.source_feature_view_projections.values() for f in p.features]
+    return names

@@ -1,0 +1,282 @@
+"""The nightly job: one day's records, features as of each record, the shared predictor.
+
+The day is split into chunks by a hash of the user key, so every chunk reads only
+its own users' feature rows and memory stays bounded whatever the day's size.
+Chunks run on a thread pool: DuckDB, numpy and the parquet writer release the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from feast import FeatureService, FeatureStore
+
+from batch import output
+from batch.entities import ID, TS, VIEW, DaySelection, day_bounds, define_entities
+from batch.pit import Partition
+from batch.plan import RetrievalPlan, build_plan, supports_duckdb
+from batch.progress import Progress
+from batch.publish import publish_scores
+from batch.retrieve import connect, duckdb_features, feast_features
+from core.cli import UserError
+from core.contract import ENTITY_KEYS, feature_order
+from core.predictor import Predictor
+from core.settings import Settings
+from core.store import feature_service, open_store
+
+log = logging.getLogger(__name__)
+Engine = Literal["duckdb", "feast"]
+CHUNK_KEY = ENTITY_KEYS[0]  # the user: the key with the most feature rows per entity row
+BINS = 10
+SCORE_SCHEMA = pa.schema(
+    [
+        (ID, pa.string()),
+        ("user_id", pa.int64()),
+        ("merchant_id", pa.int64()),
+        (TS, pa.timestamp("us", tz="UTC")),
+        ("score", pa.float64()),
+        ("model_version", pa.string()),
+        ("run_id", pa.string()),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    day: date
+    entities: Path | None = None
+    engine: Engine | None = None  # None: DuckDB when the offline store reads parquet
+    publish: bool = False
+    limit: int | None = None
+    dry_run: bool = False
+    chunk_rows: int = 250_000
+    workers: int = 0  # 0: one per core
+
+
+@dataclass
+class ChunkResult:
+    file: str | None
+    rows: int
+    missing_rows: int
+    missing_by_feature: dict[str, int]
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a chunk needs, resolved once per run."""
+
+    store: FeatureStore
+    service: FeatureService
+    plan: RetrievalPlan | None  # None: Feast's own retrieval
+    predictor: Predictor
+    con: duckdb.DuckDBPyConnection
+    selection: DaySelection
+    chunks: int
+    run_id: str
+    scored_at: datetime
+    staging: Path | None  # None: a dry run writes nothing
+
+
+def output_root(settings: Settings) -> Path:
+    return settings.batch_output_dir or settings.data_dir / "scores"
+
+
+def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
+    """Score one day and atomically replace its partition; returns the manifest."""
+    started = time.monotonic()
+    scored_at = datetime.now(timezone.utc)
+    run_id = f"{scored_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    root = output_root(settings)
+    if not opts.dry_run:
+        output.check_writable(root)
+    store = open_store(settings)
+    service = feature_service(store)
+    predictor = Predictor.load(settings.model_path, service)
+    engine = resolve_engine(store, opts.engine)
+    plan = build_plan(store, service) if engine == "duckdb" else None
+
+    con = connect()
+    source = (
+        opts.entities or settings.batch_transactions or settings.data_dir / "transactions.parquet"
+    )
+    selection = define_entities(con, source, opts.day, opts.limit)
+    chunks = max(1, math.ceil(selection.rows / opts.chunk_rows))
+    workers = 1 if engine == "feast" else min(opts.workers or os.cpu_count() or 1, chunks)
+    final = output.partition_dir(root, opts.day)
+    staging = None
+    if not opts.dry_run:
+        output.recover(root, opts.day)
+        staging = output.staging_dir(root, opts.day, run_id)
+        staging.mkdir(parents=True)
+    job = Job(store, service, plan, predictor, con, selection, chunks, run_id, scored_at, staging)
+
+    log.info(
+        "scoring %s: %d rows from %s, %d chunk(s) on %d worker(s), engine %s, model %s",
+        opts.day,
+        selection.rows,
+        source,
+        chunks,
+        workers,
+        engine,
+        predictor.version,
+    )
+    results: list[ChunkResult] = []
+    if selection.rows:
+        progress = Progress(selection.rows, f"score {opts.day}")
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk") as pool:
+            for result in pool.map(lambda k: score_chunk(job, k), range(chunks)):
+                results.append(result)
+                progress.update(result.rows)
+        progress.close()
+
+    duration = time.monotonic() - started
+    manifest = build_manifest(job, opts, engine, source, results, duration, workers)
+    if staging is not None:
+        output.write_manifest(staging, manifest)
+        output.publish_partition(staging, final, run_id)
+        if opts.publish:
+            manifest["published_users"] = publish_scores(store, final, opts.day)
+            output.write_manifest(final, manifest)
+    return manifest
+
+
+def resolve_engine(store: FeatureStore, wanted: Engine | None) -> Engine:
+    if wanted == "feast" or (wanted is None and not supports_duckdb(store)):
+        return "feast"
+    if not supports_duckdb(store):
+        raise UserError(
+            f"--engine duckdb needs a parquet offline store, not {store.config.offline_store.type};"
+            " use --engine feast"
+        )
+    return "duckdb"
+
+
+def score_chunk(job: Job, index: int) -> ChunkResult:
+    """Retrieve, score and write one hash bucket of the day's rows."""
+    partition = Partition(CHUNK_KEY, job.chunks, index)
+    cursor = job.con.cursor()  # one connection per thread, same database (and view)
+    try:
+        if job.plan is not None:
+            assert job.selection.first is not None and job.selection.last is not None
+            table = duckdb_features(
+                cursor,
+                job.plan,
+                VIEW,
+                job.selection.first,
+                job.selection.last,
+                partition,
+                order_by=(TS, ID),
+            )
+        else:
+            frame = cursor.sql(f"SELECT * FROM {VIEW} WHERE {partition.where()}").df()
+            if frame.empty:
+                return ChunkResult(None, 0, 0, {})
+            table = feast_features(job.store, job.service, frame)
+            table = table.sort_by([(TS, "ascending"), (ID, "ascending")])
+    finally:
+        cursor.close()
+    if table.num_rows == 0:
+        return ChunkResult(None, 0, 0, {})
+    features = feature_order(job.service)
+    scores = job.predictor.predict(table.select(features).to_pandas())
+    nulls = {name: table[name].null_count for name in features}
+    any_null = np.zeros(table.num_rows, dtype=bool)
+    for name in features:
+        if nulls[name]:
+            any_null |= pc.is_null(table[name]).to_numpy(zero_copy_only=False)
+    result = ChunkResult(
+        None,
+        table.num_rows,
+        int(any_null.sum()),
+        {k: v for k, v in nulls.items() if v},
+        np.histogram(scores, bins=BINS, range=(0.0, 1.0))[0],
+    )
+    if job.staging is not None:
+        result.file = f"part-{index:05d}.parquet"
+        pq.write_table(scored_table(job, table, scores), job.staging / result.file)
+    return result
+
+
+def scored_table(job: Job, table: pa.Table, scores: np.ndarray) -> pa.Table:
+    n = table.num_rows
+    return pa.table(
+        {
+            ID: table[ID],
+            "user_id": table["user_id"],
+            "merchant_id": table["merchant_id"],
+            TS: table[TS],
+            "score": pa.array(scores, pa.float64()),
+            "model_version": pa.array([job.predictor.version] * n, pa.string()),
+            "run_id": pa.array([job.run_id] * n, pa.string()),
+            "scored_at": pa.array([job.scored_at] * n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=SCORE_SCHEMA,
+    )
+
+
+def build_manifest(
+    job: Job,
+    opts: ScoreOptions,
+    engine: Engine,
+    source: Path,
+    results: list[ChunkResult],
+    duration: float,
+    workers: int,
+) -> dict[str, Any]:
+    rows_out = sum(r.rows for r in results)
+    histogram = sum((r.histogram for r in results), np.zeros(BINS, dtype=np.int64))
+    missing: dict[str, int] = {}
+    for r in results:
+        for name, count in r.missing_by_feature.items():
+            missing[name] = missing.get(name, 0) + count
+    edges = np.linspace(0.0, 1.0, BINS + 1)
+    start, end = day_bounds(opts.day)
+    sel = job.selection
+    return {
+        "status": "complete",
+        "date": opts.day.isoformat(),
+        "run_id": job.run_id,
+        "empty": sel.rows == 0,
+        "note": "no transactions on this date" if sel.rows == 0 else None,
+        "dry_run": opts.dry_run,
+        "engine": engine,
+        "feature_service": job.service.name,
+        "model_version": job.predictor.version,
+        "entities": str(source),
+        "limit": opts.limit,
+        "rows_in": sel.rows,
+        "rows_out": rows_out,
+        "rows_missing_features": sum(r.missing_rows for r in results),
+        "missing_by_feature": missing,
+        "duration_s": round(duration, 3),
+        "rows_per_s": round(rows_out / duration, 1) if duration > 0 else None,
+        "chunks": job.chunks,
+        "workers": workers,
+        "score_histogram": {
+            "edges": [round(float(e), 2) for e in edges],
+            "counts": [int(c) for c in histogram],
+        },
+        "input_time_range": {
+            "day": [start.isoformat(), end.isoformat()],
+            "first": sel.first.isoformat() if sel.first else None,
+            "last": sel.last.isoformat() if sel.last else None,
+        },
+        "scored_at": job.scored_at.isoformat(),
+        "files": [{"name": r.file, "rows": r.rows} for r in results if r.file],
+    }
