@@ -8,6 +8,9 @@ COPY datagen ./datagen
 COPY training ./training
 COPY devservices ./devservices
 COPY batch ./batch
+COPY serving ./serving
+COPY streaming ./streaming
+COPY bench ./bench
 COPY scripts ./scripts
 COPY feature_repo ./feature_repo
 RUN pip install --no-cache-dir -e .

@@ -12,7 +12,7 @@ MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)
 
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status data apply materialize train \
-	demo lint test clean serve bench-online batch batch-backfill bench-batch
+	demo lint test clean serve bench-online stream produce bench-stream batch batch-backfill bench-batch
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,11 +47,14 @@ materialize: install ## Load the online store (feast materialize START END)
 train: install ## Train the model on point-in-time-correct features
 	$(BIN)/python -m training
 
-serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVING_PORT (8000)
-	$(BIN)/python -m serving
+stream: services-up ## Run the streaming dataflow (Kafka in, scores out; recovery in data/recovery)
+	$(BIN)/fraud-stream -r data/recovery -s 5 -b 30
 
-bench-online: services-up train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk)
-	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online
+produce: install ## Replay the synthetic transactions into Kafka (RATE=events/s, default: fast)
+	$(BIN)/fraud-produce $(if $(RATE),--rate $(RATE)) --retime
+
+bench-stream: services-up ## Streaming benchmark: drain, freshness at 5k ev/s, naive push baseline
+	flock /tmp/bench.lock $(BIN)/python -m bench.bench_stream
 
 batch: install ## Score one day into data/scores (DATE=YYYY-MM-DD, default yesterday; PUBLISH=1)
 	$(BIN)/python -m batch score $(if $(DATE),--date $(DATE)) $(if $(PUBLISH),--publish)
@@ -70,6 +73,7 @@ bench-online: services-up train ## Online benchmark: our API vs feast serve vs a
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online
 
 demo: services-up data apply materialize train ## Run everything end to end on a fresh machine
+	$(BIN)/python -m batch score --publish
 	$(BIN)/python scripts/demo_summary.py
 
 lint: install ## ruff and mypy

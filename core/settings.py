@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,25 @@ class Settings(BaseSettings):
         default=200, gt=0, description="per worker; beyond it uvicorn sheds load with 503s"
     )
     log_level: str = "INFO"
+
+    # --- streaming --------------------------------------------------------------------------
+    stream_transactions_topic: str = "transactions"
+    stream_scores_topic: str = "scores"
+    stream_dead_letter_topic: str = "transactions-dlq"
+    stream_allowed_lateness_s: float = Field(
+        default=60.0, ge=0, description="per user: events older than its newest minus this are late"
+    )
+    stream_profile_cache_s: float = Field(
+        default=60.0, ge=0, description="max age of cached user/merchant profiles (0: no cache)"
+    )
+    stream_consume_batch: int = Field(default=5000, gt=0, description="Kafka messages per poll")
+    stream_unknown_entity: Literal["score", "dead_letter"] = Field(
+        default="score", description="an event whose user or merchant has no profile"
+    )
+    stream_metrics_file: Path | None = Field(
+        default=None, description="Prometheus textfile the stream rewrites every log interval"
+    )
+    stream_log_interval_s: float = Field(default=10.0, gt=0)
 
     @property
     def data_dir(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -42,7 +43,21 @@ def offline(settings: Settings) -> None:
     )
 
 
-def online() -> None:
+def batch(settings: Settings) -> int | None:
+    """The nightly job's manifest for yesterday; returns a user whose score it published."""
+    day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    partition = settings.data_dir / "scores" / f"date={day}"
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    print(
+        f"  nightly batch      {day}: {manifest['rows_out']:,} rows scored at "
+        f"{manifest['rows_per_s']:,.0f} rows/s, {manifest['rows_missing_features']} with missing "
+        f"features, model {manifest['model_version']}  ({partition})"
+    )
+    scores = pq.read_table(partition, columns=["user_id"]).column("user_id")
+    return int(scores[0].as_py()) if len(scores) else None
+
+
+def online(published_user: int | None) -> None:
     """Start `python -m serving` on a free port, make three calls, stop it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -62,12 +77,16 @@ def online() -> None:
                     f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in answer["detail"]
                 )
             print(f"    POST /v1/predict {label:<13} -> {r.status_code}  {text}")
+        if published_user is not None:
+            r = httpx.get(f"{url}/v1/scores/{published_user}", timeout=5)
+            print(f"    GET /v1/scores/{published_user:<10} -> {r.status_code}  {r.json()}")
 
 
 def main() -> None:
     print("\n== demo summary ==")
-    offline(get_settings())
-    online()
+    settings = get_settings()
+    offline(settings)
+    online(batch(settings))
 
 
 if __name__ == "__main__":

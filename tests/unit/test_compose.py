@@ -11,7 +11,7 @@ import yaml
 
 from core.settings import PROJECT_ROOT
 
-EXPECTED = {"redis", "kafka", "feast-init", "batch"}
+EXPECTED = {"redis", "kafka", "feast-init", "serving", "streaming", "batch"}
 FEAST_COMMANDS = {"apply", "materialize", "materialize-incremental", "serve"}
 
 
@@ -58,13 +58,16 @@ def test_every_command_is_a_real_entry_point() -> None:
 
 
 def test_healthchecks_gate_dependents() -> None:
+    """Long-running services gate on healthchecks; one-shot ones on having completed."""
     services = compose()["services"]
-    for name in ("redis", "kafka"):
+    for name in ("redis", "kafka", "serving"):
         assert "healthcheck" in services[name], name
     for name, service in services.items():
         for dep, cond in (service.get("depends_on") or {}).items():
-            assert cond == {"condition": "service_healthy"}, (name, dep)
-            assert "healthcheck" in services[dep]
+            if "healthcheck" in services[dep]:
+                assert cond == {"condition": "service_healthy"}, (name, dep)
+            else:
+                assert cond == {"condition": "service_completed_successfully"}, (name, dep)
 
 
 def test_config_comes_from_the_environment() -> None:
