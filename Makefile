@@ -75,6 +75,7 @@ bench-online: services-up train ## Online benchmark: our API vs feast serve vs a
 demo: services-up data apply materialize train ## Run everything end to end on a fresh machine
 	$(BIN)/python -m batch score --publish
 	$(BIN)/python scripts/demo_summary.py
+	$(BIN)/python scripts/demo_stream.py
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
