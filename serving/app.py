@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -168,7 +169,7 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
         (result,) = await score_rows(
             runtime.reader, predictor, [body.model_dump()], runtime.timeout_s, explain
         )
-        _observe(metrics, [result], runtime)
+        _observe(metrics, [result])
         return PredictResponse(
             request_id=request.state.request_id,
             model_version=predictor.version,
@@ -189,7 +190,7 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
         request.state.model_version = predictor.version
         rows = [r.model_dump() for r in body.records]
         results = await score_rows(runtime.reader, predictor, rows, runtime.timeout_s, explain)
-        _observe(metrics, results, runtime)
+        _observe(metrics, results)
         return PredictBatchResponse(
             request_id=request.state.request_id,
             model_version=predictor.version,
@@ -263,13 +264,24 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
         return Response(payload, media_type=content_type)
 
 
-def _observe(metrics: Metrics, results: list[Any], runtime: Runtime) -> None:
+def _observe(metrics: Metrics, results: list[Any]) -> None:
+    """Record a request's results, folding repeats into one update per series.
+
+    Each update of a multi-process metric costs a lock and a pid check (~4 us); one per
+    record and feature made metrics a quarter of a 100-record batch's time.
+    """
     for r in results:
         metrics.score.observe(r.score)
+    oldest: dict[str, float] = {}
+    for r in results:
         for view, age in r.feature_age_seconds.items():
-            if age is not None:
-                metrics.feature_age.labels(view).observe(age)
-        for name in r.missing_features:
-            metrics.missing.labels(name).inc()
-        for name in r.stale_features:
-            metrics.stale.labels(name).inc()
+            if age is not None and age > oldest.get(view, -1.0):
+                oldest[view] = age
+    for view, age in oldest.items():
+        metrics.feature_age.labels(view).observe(age)
+    for counter, names in (
+        (metrics.missing, Counter(n for r in results for n in r.missing_features)),
+        (metrics.stale, Counter(n for r in results for n in r.stale_features)),
+    ):
+        for name, count in names.items():
+            counter.labels(name).inc(count)

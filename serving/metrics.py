@@ -42,7 +42,7 @@ class Metrics:
         )
         self.feature_age = Histogram(
             "serving_feature_age_seconds",
-            "Age of online feature values at read time",
+            "Age of online feature values at read time (per request: the oldest of each view)",
             ["feature_view"],
             buckets=AGE_BUCKETS,
             registry=r,

@@ -236,10 +236,20 @@ async def _bounded(awaitable: Any, timeout_s: float) -> Any:
         raise OnlineStoreUnavailable(f"no answer within {timeout_s * 1000:.0f} ms") from exc
 
 
+_SCALARS = frozenset(
+    {"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"}
+)
+
+
 def _decode(raw: bytes | None, vtype: ValueType) -> Any:
+    """Feast's decoding; scalars take its first step only (the rest is for other types)."""
     if not raw:
         return None
-    return feast_value_type_to_python_type(ValueProto.FromString(raw), vtype)
+    value = ValueProto.FromString(raw)
+    kind = value.WhichOneof("val")
+    if kind in _SCALARS:
+        return getattr(value, kind)
+    return feast_value_type_to_python_type(value, vtype)
 
 
 def _decode_ts(raw: bytes | None) -> float | None:
