@@ -53,7 +53,7 @@ stream: services-up ## Run the streaming dataflow (Kafka in, scores out; recover
 produce: install ## Replay the synthetic transactions into Kafka (RATE=events/s, default: fast)
 	$(BIN)/fraud-produce $(if $(RATE),--rate $(RATE)) --retime
 
-bench-stream: services-up ## Streaming benchmark: drain, freshness at 5k ev/s, naive push baseline
+bench-stream: services-up data apply train ## Streaming benchmark: drain, freshness at 5k ev/s, naive push baseline
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_stream
 
 batch: install ## Score one day into data/scores (DATE=YYYY-MM-DD, default yesterday; PUBLISH=1)
@@ -63,13 +63,13 @@ batch-backfill: install ## Score START..END in order, skipping finished dates (d
 	$(BIN)/python -m batch backfill --start $(or $(START),$(shell date -u -d '7 days ago' +%F)) \
 		--end $(or $(END),$(shell date -u -d yesterday +%F))
 
-bench-batch: install ## Batch benchmark: our job vs Feast retrieval (ROWS=1000000 by default)
+bench-batch: services-up data apply train ## Batch benchmark: our job vs Feast retrieval (ROWS=1000000 by default)
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_batch $(if $(ROWS),--rows $(ROWS))
 
 serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVING_PORT (8000)
 	$(BIN)/python -m serving
 
-bench-online: services-up train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk)
+bench-online: services-up data apply train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk)
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online
 
 demo: services-up data apply materialize train ## Run everything end to end on a fresh machine
