@@ -118,3 +118,9 @@ def trained(stack: Stack) -> Stack:
     out = stack.python("-m", "training")
     assert out.returncode == 0, out.stderr
     return stack
+
+
+@pytest.fixture(scope="session")
+def ready(materialized: Stack, trained: Stack) -> Stack:
+    """Online store loaded and model trained: what serving and streaming need."""
+    return trained

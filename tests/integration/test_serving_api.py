@@ -21,11 +21,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def ready(materialized: Stack, trained: Stack) -> Stack:
-    return trained
-
-
-@pytest.fixture(scope="module")
 def client(ready: Stack) -> Iterator[TestClient]:
     with TestClient(create_app(ready.settings)) as c:
         yield c

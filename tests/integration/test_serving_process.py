@@ -19,11 +19,6 @@ from tests.integration.serving_support import ROW, free_port, redis_server, uvic
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ready(materialized: Stack, trained: Stack) -> Stack:
-    return trained
-
-
 def test_redis_outage_fast_503_then_recovery_without_restart(ready: Stack, tmp_path: Path) -> None:
     port = free_port()
     env = {"REDIS_CONNECTION_STRING": f"127.0.0.1:{port}"}

@@ -33,11 +33,6 @@ from tests.integration.stream_support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ready(materialized: Stack, trained: Stack) -> Stack:
-    return trained
-
-
 def make_topics(stack: Stack, parts: int) -> Topics:
     topics = Topics.fresh()
     bootstrap = stack.settings.kafka_bootstrap_servers

@@ -27,11 +27,6 @@ from tests.integration.stream_support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ready(materialized: Stack, trained: Stack) -> Stack:
-    return trained
-
-
 def test_api_reflects_and_agrees_with_the_stream(ready: Stack) -> None:
     bootstrap = ready.settings.kafka_bootstrap_servers
     events = private_events(ready, users=60, hours=6, end=datetime.now(timezone.utc))
