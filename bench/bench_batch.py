@@ -33,6 +33,7 @@ from typing import Any
 
 from batch.aggregates import backfill_windows
 from core.settings import PROJECT_ROOT, Settings
+from core.store import copy_feature_repo
 from datagen.generate import GeneratorConfig, generate
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -68,10 +69,7 @@ def run_measured(argv: list[str], env: dict[str, str], timeout: float) -> tuple[
 
 def prepare(rows: int, day: date) -> Path:
     shutil.rmtree(WORKSPACE, ignore_errors=True)
-    repo = WORKSPACE / "feature_repo"
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    repo = copy_feature_repo(WORKSPACE)
     data = WORKSPACE / "data"
     cfg = GeneratorConfig(
         days=2,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from batch.aggregates import backfill_windows
 from core.settings import PROJECT_ROOT, Settings
+from core.store import copy_feature_repo
 from datagen.generate import GeneratorConfig, generate
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -36,11 +37,7 @@ def prepare(name: str, cfg: GeneratorConfig, redis_db: int) -> Workspace:
     """Generate, backfill, `feast apply` and `feast materialize`; print how long each took."""
     root = RESULTS / f"{name}-workspace"
     shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo",
-        root / "feature_repo",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    copy_feature_repo(root)
     base = Settings()
     redis_url = f"{base.redis_connection_string.split(',db=')[0]},db={redis_db}"
     settings = Settings(feature_repo=root / "feature_repo", redis_connection_string=redis_url)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from feast import FeatureService, FeatureStore
 
 from core.cli import UserError
 from core.contract import FEATURE_SERVICE_NAME
-from core.settings import Settings
+from core.settings import PROJECT_ROOT, Settings
 
 
 def open_store(settings: Settings) -> FeatureStore:
@@ -25,3 +28,15 @@ def feature_service(store: FeatureStore) -> FeatureService:
             f"FeatureService {FEATURE_SERVICE_NAME} not in the registry ({exc.__class__.__name__});"
             " run `feast apply` in feature_repo/"
         ) from exc
+
+
+def copy_feature_repo(root: Path) -> Path:
+    """A feature repo of its own under ``root``; its sources read ``root/data``.
+
+    Tests and benchmarks work on such copies so the demo's data and registry stay untouched.
+    """
+    repo = root / "feature_repo"
+    shutil.copytree(
+        PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return repo

@@ -8,7 +8,6 @@ its own ``data/`` beside it, and its own Redis database, so a demo's state is un
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import redis
 
 from batch.aggregates import backfill_windows
 from core.settings import PROJECT_ROOT, Settings
+from core.store import copy_feature_repo
 from datagen.generate import GeneratorConfig, generate
 from devservices import ensure_all
 
@@ -77,11 +77,7 @@ def services() -> Settings:
 @pytest.fixture(scope="session")
 def stack(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo",
-        root / "feature_repo",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    copy_feature_repo(root)
     redis_url = f"{services.redis_connection_string.split(',db=')[0]},db={TEST_REDIS_DB}"
     # A generous online-read bound: a loaded CI box must not turn reads into 503s.
     settings = Settings(

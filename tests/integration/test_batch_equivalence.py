@@ -7,7 +7,6 @@ timestamps broken by the created timestamp, nulls, and entities with no rows.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,8 +19,8 @@ from feast import FeatureStore
 
 from batch.plan import build_plan
 from batch.retrieve import connect, duckdb_features, feast_features
-from core.settings import PROJECT_ROOT, Settings
-from core.store import feature_service, open_store
+from core.settings import Settings
+from core.store import copy_feature_repo, feature_service, open_store
 from datagen.generate import PUBLISHED_SCORE_SCHEMA
 from tests.conftest import Stack, feast_cli
 
@@ -136,11 +135,7 @@ def crafted(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
 def mini(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStore]:
     """A copy of the real feature repo over the crafted data, applied with the feast CLI."""
     root = tmp_path_factory.mktemp("pit-corners")
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo",
-        root / "feature_repo",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    copy_feature_repo(root)
     data = root / "data"
     data.mkdir()
     frames = crafted(np.random.default_rng(4))
