@@ -33,6 +33,7 @@ from serving.schemas import (
     PredictBatchResponse,
     PredictRequest,
     PredictResponse,
+    PredictResult,
     ReloadResponse,
 )
 from serving.scoring import score_rows
@@ -161,22 +162,27 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
     secured = [Depends(_api_key_check(settings))]
     max_batch = settings.serving_max_batch
 
+    async def score(
+        request: Request, rows: list[dict[str, Any]], explain: bool
+    ) -> tuple[Runtime, str, list[PredictResult]]:
+        """Score with the model current when the request arrived, and record the metrics."""
+        runtime = _runtime(request)
+        predictor = runtime.model.predictor
+        request.state.model_version = predictor.version
+        results = await score_rows(runtime.reader, predictor, rows, runtime.timeout_s, explain)
+        _observe(metrics, results)
+        return runtime, predictor.version, results
+
     @app.post("/v1/predict", response_model=PredictResponse, dependencies=secured)
     async def predict(
         body: PredictRequest,
         request: Request,
         explain: Annotated[bool, Query(description="also return the feature values used")] = False,
     ) -> PredictResponse:
-        runtime = _runtime(request)
-        predictor = runtime.model.predictor
-        request.state.model_version = predictor.version
-        (result,) = await score_rows(
-            runtime.reader, predictor, [body.model_dump()], runtime.timeout_s, explain
-        )
-        _observe(metrics, [result])
+        runtime, version, (result,) = await score(request, [body.model_dump()], explain)
         return PredictResponse(
             request_id=request.state.request_id,
-            model_version=predictor.version,
+            model_version=version,
             feature_service=runtime.service_name,
             **result.model_dump(),
         )
@@ -189,15 +195,11 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
     ) -> PredictBatchResponse:
         if len(body.records) > max_batch:
             raise HTTPException(413, f"at most {max_batch} records per batch")
-        runtime = _runtime(request)
-        predictor = runtime.model.predictor
-        request.state.model_version = predictor.version
         rows = [r.model_dump() for r in body.records]
-        results = await score_rows(runtime.reader, predictor, rows, runtime.timeout_s, explain)
-        _observe(metrics, results)
+        runtime, version, results = await score(request, rows, explain)
         return PredictBatchResponse(
             request_id=request.state.request_id,
-            model_version=predictor.version,
+            model_version=version,
             feature_service=runtime.service_name,
             results=results,
         )
