@@ -222,6 +222,28 @@ def ensure_kafka(settings: Settings) -> ServiceHandle:
         return _start(java, libs, settings, host, port, ctrl_port)
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id, as `kafka-storage random-uuid` makes it.
+
+    Base64 of a UUID can start with '-', which the tool's argument parser then takes for an
+    option (a 1-in-64 failure that once broke CI), so such ids are drawn again, as Kafka's
+    own `Uuid.randomUuid` does.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _first_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The line that says what went wrong: stderr first, as stdout carries INFO logging."""
+    for stream in (done.stderr, done.stdout):
+        lines = [line.strip() for line in stream.splitlines() if line.strip()]
+        if lines:
+            return next((line for line in lines if "rror" in line or "xception" in line), lines[-1])
+    return "no output"
+
+
 def _start(
     java: str, libs: Path, settings: Settings, host: str, port: int, ctrl_port: int
 ) -> ServiceHandle:
@@ -237,7 +259,7 @@ def _start(
     log4j.write_text(LOG4J2_PROPERTIES)
     jvm = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
 
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = _cluster_id()
     fmt = [
         *jvm,
         "kafka.tools.StorageTool",
@@ -255,8 +277,7 @@ def _start(
         raise ServiceError("formatting Kafka storage took over 2 min; check java") from None
     if done.returncode != 0:
         _remove_datadir(settings)
-        last = ((done.stderr + done.stdout).strip().splitlines() or ["no output"])[-1]
-        raise ServiceError(f"formatting Kafka storage failed: {last}")
+        raise ServiceError(f"formatting Kafka storage failed: {_first_error(done)}")
 
     cmd = [*jvm[:1], "-Xms256m", "-Xmx1g", *jvm[1:], "kafka.Kafka", str(props)]
     proc = start_detached(cmd, log, cwd=data)
