@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -25,9 +24,17 @@ class Settings(BaseSettings):
     feature_repo: Path = Field(default=PROJECT_ROOT / "feature_repo")
     redis_connection_string: str = Field(
         default="localhost:6379",
-        description="Feast Redis connection string: host:port[,password=...][,db=N]",
+        description="Feast Redis connection string: host:port[,username=...][,password=...][,db=N]",
     )
     kafka_bootstrap_servers: str = "localhost:9092"
+    # --- Kafka security (librdkafka names; see core.kafka.client_config) -------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None, description="CA bundle for SSL/SASL_SSL; default: the system's"
+    )
     kafka_cache_dir: Path = Field(default=Path.home() / ".cache" / "fraud-scoring" / "kafka")
     model_dir: Path | None = Field(default=None, description="default: <data dir>/model")
     services_dir: Path = Field(
@@ -55,9 +62,19 @@ class Settings(BaseSettings):
     )
     model_reload_interval_s: float = Field(default=2.0, gt=0)
     serving_limit_concurrency: int = Field(
-        default=200, gt=0, description="per worker; beyond it uvicorn sheds load with 503s"
+        default=1000,
+        gt=0,
+        description="connections per worker; beyond it uvicorn answers 503 and closes (a guard"
+        " against connection floods; SERVING_MAX_IN_FLIGHT does the load shedding)",
+    )
+    serving_max_in_flight: int = Field(
+        default=100, gt=0, description="scoring requests per worker; beyond it: 503 at once"
     )
     log_level: str = "INFO"
+    feature_log_dir: Path | None = Field(
+        default=None, description="log served feature vectors here (Feast feature logging); off"
+    )
+    feature_log_sample_rate: float = Field(default=1.0, gt=0, le=1, description="share logged")
 
     # --- streaming --------------------------------------------------------------------------
     stream_transactions_topic: str = "transactions"
@@ -85,10 +102,6 @@ class Settings(BaseSettings):
     @property
     def model_path(self) -> Path:
         return self.model_dir or self.data_dir / "model"
-
-    def export_feast_env(self) -> None:
-        """Feast reads ``${REDIS_CONNECTION_STRING}`` from the environment in feature_store.yaml."""
-        os.environ["REDIS_CONNECTION_STRING"] = self.redis_connection_string
 
 
 @lru_cache

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from feast import FeatureService, FeatureStore
@@ -12,12 +15,28 @@ from core.contract import FEATURE_SERVICE_NAME
 from core.settings import PROJECT_ROOT, Settings
 
 
+@contextmanager
+def _feast_env(settings: Settings) -> Iterator[None]:
+    """``feature_store.yaml`` reads ``${REDIS_CONNECTION_STRING}``, which Feast substitutes
+    from the environment while it loads the config. Set it for that moment only: leaving it
+    set made a later ``Settings()`` in the same process read another store's address."""
+    name, before = "REDIS_CONNECTION_STRING", os.environ.get("REDIS_CONNECTION_STRING")
+    os.environ[name] = settings.redis_connection_string
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
 def open_store(settings: Settings) -> FeatureStore:
-    """A FeatureStore over ``settings.feature_repo``, with the Redis URL exported for Feast."""
+    """A FeatureStore over ``settings.feature_repo``, on the Redis that ``settings`` name."""
     if not (settings.feature_repo / "feature_store.yaml").exists():
         raise UserError(f"no feature_store.yaml in {settings.feature_repo}; set FEATURE_REPO")
-    settings.export_feast_env()
-    return FeatureStore(repo_path=str(settings.feature_repo))
+    with _feast_env(settings):
+        return FeatureStore(repo_path=str(settings.feature_repo))
 
 
 def feature_service(store: FeatureStore) -> FeatureService:

@@ -34,7 +34,7 @@ def _main(args: argparse.Namespace) -> int:
         port=args.port,
         workers=workers,
         access_log=False,  # serving.access logs one structured line per request
-        limit_concurrency=get_settings().serving_limit_concurrency,  # shed, don't queue forever
+        limit_concurrency=get_settings().serving_limit_concurrency,  # see serving.shed
         log_level="warning",
         timeout_graceful_shutdown=10,
     )

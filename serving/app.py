@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from feast import FeatureService, FeatureStore
@@ -22,10 +22,17 @@ from core.contract import BATCH_SCORE_VIEW
 from core.settings import Settings, get_settings
 from core.store import feature_service, open_store
 from serving.access import AccessMiddleware
+from serving.feature_log import FeatureLog
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.model import ModelHolder
-from serving.online import OnlineFeatureReader, OnlineStoreUnavailable, redis_client
+from serving.online import (
+    OnlineFeatureReader,
+    OnlineStoreRefused,
+    OnlineStoreUnavailable,
+    describe,
+    redis_client,
+)
 from serving.schemas import (
     BatchScoreResponse,
     ErrorResponse,
@@ -37,6 +44,7 @@ from serving.schemas import (
     ReloadResponse,
 )
 from serving.scoring import score_rows
+from serving.shed import LoadShedder
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ class Runtime:
     model: ModelHolder
     service_name: str
     timeout_s: float
+    feature_log: FeatureLog | None = None  # FEATURE_LOG_DIR: the served vectors, for skew checks
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -72,9 +81,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             model=ModelHolder(settings.model_path, service),
             service_name=service.name,
             timeout_s=settings.redis_timeout_ms / 1000,
+            feature_log=_feature_log(settings, store, service),
         )
-        with contextlib.suppress(OnlineStoreUnavailable):  # open a connection before traffic
+        try:  # open a connection before traffic; Redis may come later, credentials won't
             await app.state.runtime.reader.ping(1.0)
+        except OnlineStoreRefused as exc:
+            where = describe(settings.redis_connection_string)
+            log.error("Redis at %s refused REDIS_CONNECTION_STRING's credentials: %s", where, exc)
+            raise RuntimeError(f"Redis at {where} refused the credentials: {exc}") from exc
+        except OnlineStoreUnavailable:
+            pass
         # Feast, pandas and the registry leave ~280k long-lived objects; frozen, the collector
         # stops rescanning them in full collections: p99 at 8 connections fell 65-130 -> 13 ms.
         gc.freeze()
@@ -84,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         yield
         watcher.cancel()
+        if app.state.runtime.feature_log is not None:
+            await asyncio.to_thread(app.state.runtime.feature_log.close)
         await client.aclose()
 
     app = FastAPI(
@@ -95,9 +113,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={503: {"model": ErrorResponse, "description": "online store unavailable"}},
     )
     app.add_middleware(AccessMiddleware, metrics=metrics)
+    # Outermost, so a shed request costs no log line: it is counted in serving_errors.
+    app.add_middleware(LoadShedder, limit=settings.serving_max_in_flight, metrics=metrics)
     _error_handlers(app, metrics)
     _routes(app, metrics, settings)
     return app
+
+
+def _feature_log(
+    settings: Settings, store: FeatureStore, service: FeatureService
+) -> FeatureLog | None:
+    if settings.feature_log_dir is None:
+        return None
+    return FeatureLog(store, service, settings.feature_log_dir, settings.feature_log_sample_rate)
 
 
 def _scores_service(store: FeatureStore) -> FeatureService:
@@ -160,6 +188,14 @@ def _error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
 def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
     secured = [Depends(_api_key_check(settings))]
+    # Every status a route can answer is documented, so clients (and the fuzzer) can rely on it.
+    unauthorized: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key"}
+    }
+    with_body = unauthorized | {
+        400: {"model": ErrorResponse, "description": "the body is not decodable JSON"},
+        413: {"model": ErrorResponse, "description": "body or batch over its limit"},
+    }
     max_batch = settings.serving_max_batch
 
     async def score(
@@ -169,11 +205,15 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
         runtime = _runtime(request)
         predictor = runtime.model.predictor
         request.state.model_version = predictor.version
-        results = await score_rows(runtime.reader, predictor, rows, runtime.timeout_s, explain)
+        results = await score_rows(
+            runtime.reader, predictor, rows, runtime.timeout_s, explain, runtime.feature_log
+        )
         _observe(metrics, results)
         return runtime, predictor.version, results
 
-    @app.post("/v1/predict", response_model=PredictResponse, dependencies=secured)
+    @app.post(
+        "/v1/predict", response_model=PredictResponse, dependencies=secured, responses=with_body
+    )
     async def predict(
         body: PredictRequest,
         request: Request,
@@ -187,7 +227,12 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
             **result.model_dump(),
         )
 
-    @app.post("/v1/predict/batch", response_model=PredictBatchResponse, dependencies=secured)
+    @app.post(
+        "/v1/predict/batch",
+        response_model=PredictBatchResponse,
+        dependencies=secured,
+        responses=with_body,
+    )
     async def predict_batch(
         body: PredictBatchRequest,
         request: Request,
@@ -208,9 +253,12 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
         "/v1/scores/{user_id}",
         response_model=BatchScoreResponse,
         dependencies=secured,
-        responses={404: {"model": ErrorResponse}},
+        responses=unauthorized | {404: {"model": ErrorResponse}},
     )
-    async def batch_score(user_id: int, request: Request) -> BatchScoreResponse:
+    async def batch_score(
+        user_id: Annotated[int, Path(ge=0, lt=2**63)],  # an int64 key, as in the request body
+        request: Request,
+    ) -> BatchScoreResponse:
         runtime = _runtime(request)
         read = await runtime.scores.read([{"user_id": user_id}], runtime.timeout_s)
         score = read.columns["score"][0]
@@ -229,7 +277,12 @@ def _routes(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
             age_seconds=None if ts is None else round(time.time() - ts, 3),
         )
 
-    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=secured)
+    @app.post(
+        "/admin/reload",
+        response_model=ReloadResponse,
+        dependencies=secured,
+        responses=unauthorized | {409: {"model": ErrorResponse, "description": "artifact refused"}},
+    )
     async def reload(request: Request) -> ReloadResponse:
         runtime = _runtime(request)
         try:

@@ -48,7 +48,8 @@ def launched(
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{' '.join(cmd[:4])} did not start; see {log}")
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                raise RuntimeError(f"{' '.join(cmd[:4])} did not start; {log} ends:\n{tail}")
             time.sleep(0.1)
         yield
     finally:

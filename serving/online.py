@@ -28,12 +28,31 @@ from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError
 
 Row = dict[str, Any]
 
 
 class OnlineStoreUnavailable(Exception):
     """Redis did not answer within the configured bound (down, slow or refusing)."""
+
+
+class OnlineStoreRefused(OnlineStoreUnavailable):
+    """Redis answered but refused the credentials or a command: a configuration error."""
+
+
+def _unavailable(exc: Exception) -> OnlineStoreUnavailable:
+    refused = isinstance(exc, AuthenticationError | NoPermissionError)
+    return (OnlineStoreRefused if refused else OnlineStoreUnavailable)(
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+def describe(connection_string: str) -> str:
+    """Where and as whom we connect, for error messages: never the password."""
+    nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
+    where = ",".join(f"{n['host']}:{n['port']}" for n in nodes)
+    return f"{where} as user {params.get('username', 'default')}, db {params.get('db', 0)}"
 
 
 @dataclass(frozen=True)
@@ -154,7 +173,7 @@ class OnlineFeatureReader:
         except OnlineStoreUnavailable:
             raise
         except Exception as exc:  # redis raises several connection/timeout/auth errors
-            raise OnlineStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise _unavailable(exc) from exc
 
         columns: dict[str, list[Any]] = {}
         timestamps: dict[str, list[float | None]] = {}
@@ -218,8 +237,10 @@ class OnlineFeatureReader:
     async def ping(self, timeout_s: float) -> None:
         try:
             await _bounded(self._client.ping(), timeout_s)
+        except OnlineStoreUnavailable:
+            raise
         except Exception as exc:
-            raise OnlineStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise _unavailable(exc) from exc
 
 
 @lru_cache(maxsize=1 << 17)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.predictor import Predictor
+from serving.feature_log import FeatureLog
 from serving.online import OnlineFeatureReader, Row
 from serving.schemas import PredictResult
 
@@ -17,11 +18,14 @@ async def score_rows(
     rows: Sequence[Row],
     timeout_s: float,
     explain: bool,
+    feature_log: FeatureLog | None = None,
 ) -> list[PredictResult]:
     """Read, default what is missing or stale, predict; one result per row, in order."""
     now = time.time()
     read = await reader.read(rows, timeout_s, now=now)
     scores = predictor.predict(read.columns)
+    if feature_log is not None:  # an append; written in the background (serving.feature_log)
+        feature_log.record(rows, read, now)
     names = predictor.features
     results = []
     for i, row in enumerate(rows):
