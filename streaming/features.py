@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 
 from core.contract import REQUEST_FIELDS, WINDOWS_VIEW
 from core.request_features import compute
-from streaming.records import Event, Update
+from streaming.records import Aggregates, Enriched, Event
 
 
 def profile_refs(store: FeatureStore, service: FeatureService) -> dict[str, list[str]]:
@@ -70,43 +71,56 @@ class ProfileCache:
         self.fetch = fetch
         self.max_age_s = max_age_s
         self.clock = clock
-        self.cache: dict[str, dict[int, tuple[float, dict[str, Any]]]] = {k: {} for k in refs}
+        # join key -> entity -> (fetched at, row, whether anything is stored for it)
+        self.cache: dict[str, dict[int, tuple[float, dict[str, Any], bool]]] = {k: {} for k in refs}
         self.fetches = 0
 
-    def lookup(self, events: Sequence[Event]) -> list[tuple[dict[str, Any], list[str]]]:
-        """Per event: the merged profile and the join keys with no stored profile."""
+    def lookup(self, events: Sequence[Event]) -> list[tuple[tuple[dict[str, Any], ...], list[str]]]:
+        """Per event: its profile row per join key, and the join keys with no stored profile."""
         now = self.clock()
+        oldest = now - self.max_age_s
+        columns = []
         for key, refs in self.refs.items():
             cache = self.cache[key]
-            wanted = {getattr(e.txn, key) for e in events}
-            stale = [i for i in wanted if i not in cache or now - cache[i][0] > self.max_age_s]
+            ids = [getattr(e.txn, key) for e in events]
+            stale = [i for i in set(ids) if i not in cache or cache[i][0] < oldest]
             if stale:
                 self.fetches += 1
                 for i, row in zip(stale, self.fetch(refs, key, stale), strict=True):
-                    cache[i] = (now, row)
+                    cache[i] = (now, row, any(v is not None for v in row.values()))
+            columns.append([cache[i] for i in ids])
+        keys = list(self.refs)
         out = []
-        for e in events:
-            merged: dict[str, Any] = {}
-            unknown = []
-            for key in self.refs:
-                row = self.cache[key][getattr(e.txn, key)][1]
-                if all(v is None for v in row.values()):
-                    unknown.append(key)
-                merged.update(row)
-            out.append((merged, unknown))
+        for entries in zip(*columns, strict=True):
+            unknown = [key for key, (_, _, known) in zip(keys, entries, strict=True) if not known]
+            out.append((tuple(row for _, row, _ in entries), unknown))
         return out
 
 
-def feature_columns(updates: Sequence[Update], features: Sequence[str]) -> dict[str, list[Any]]:
-    """Feast-style dict of lists, in the model's order, for a batch of updated events."""
-    rows = [
-        {
-            **u.enriched.profile,
-            **u.at_event,
-            **{f: getattr(u.enriched.event.txn, f) for f in REQUEST_FIELDS},
-        }
-        for u in updates
-    ]
-    columns: dict[str, list[Any]] = {name: [r.get(name) for r in rows] for name in rows[0]}
+def _columns(names: list[str], rows: list[Any], getter: Callable[..., Any]) -> dict[str, list[Any]]:
+    """Columns ``names`` of ``rows``, transposed in C (``getter`` is item- or attrgetter)."""
+    if not names:
+        return {}
+    get = getter(*names)
+    values = map(get, rows) if len(names) > 1 else ((get(r),) for r in rows)
+    return {
+        name: list(column) for name, column in zip(names, zip(*values, strict=True), strict=True)
+    }
+
+
+def feature_columns(
+    events: Sequence[Enriched], at_event: Sequence[Aggregates], features: Sequence[str]
+) -> dict[str, list[Any]]:
+    """Feast-style dict of lists, in the model's order, for a batch of updated events.
+
+    Per-name list comprehensions here were 7% of the flow's CPU (py-spy, 100k events);
+    ``itemgetter`` + ``zip(*rows)`` does the same transposition in C.
+    """
+    columns: dict[str, list[Any]] = {}
+    for k, row in enumerate(events[0].profile):
+        columns |= _columns(list(row), [e.profile[k] for e in events], itemgetter)
+    columns |= _columns(list(at_event[0]), list(at_event), itemgetter)
+    txns = [e.event.txn for e in events]
+    columns |= _columns(list(REQUEST_FIELDS), txns, attrgetter)
     columns.update(compute(columns))
     return {name: columns[name] for name in features}

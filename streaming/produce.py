@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.cli import Parser, UserError, run_cli
 from core.events import TRANSACTION_SCHEMA
+from core.kafka import client_config
 from core.settings import get_settings
 
 FIELDS = TRANSACTION_SCHEMA.names
@@ -45,8 +46,12 @@ def read_rows(path: Path, limit: int | None) -> Iterator[dict[str, object]]:
             yield row
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def ensure_topic(
+    bootstrap: str, topic: str, partitions: int, config: Mapping[str, str] | None = None
+) -> None:
+    """Create ``topic`` unless it exists; ``config`` (``core.kafka.client_config``) adds
+    the security settings."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
     if topic in admin.list_topics(timeout=10).topics:
         return
     futures = admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -106,10 +111,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         raise UserError("--rate must be positive")
     topic = args.topic or settings.stream_transactions_topic
-    ensure_topic(settings.kafka_bootstrap_servers, topic, args.partitions)
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5, "acks": "all"}
-    )
+    config = client_config(settings)
+    ensure_topic(config["bootstrap.servers"], topic, args.partitions, config)
+    producer = Producer({**config, "linger.ms": 5, "acks": "all"})
     began = time.perf_counter()
     sent = produce(producer, topic, read_rows(path, args.limit), args.rate, args.retime)
     elapsed = time.perf_counter() - began

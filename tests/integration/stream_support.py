@@ -8,8 +8,11 @@ uses uuid-suffixed topics so runs never collide.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -118,15 +121,68 @@ def run_flow(
     return stack.python("-m", "bytewax.run", flow, *args, env=topics.env())
 
 
-def popen_flow(stack: Stack, topics: Topics, *args: str) -> subprocess.Popen[str]:
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def run_cluster(stack: Stack, topics: Topics, processes: int, timeout_s: float = 300) -> None:
+    """The flow as a Bytewax cluster of ``processes`` processes (``-i``/``-a``), as it runs
+    across hosts; here all on this one, each with one worker."""
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(processes))
+    command = [sys.executable, "-m", "bytewax.run", f"{FLOW}(tail=False)", "-a", addresses]
+    procs = [
+        subprocess.Popen(
+            [*command, "-i", str(i)],
+            cwd=PROJECT_ROOT,
+            env=stack.env | topics.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+    outputs = [proc.communicate(timeout=timeout_s)[0] for proc in procs]
+    for proc, output in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, output
+
+
+def popen_flow(
+    stack: Stack, topics: Topics, *args: str, flow: str = f"{FLOW}(tail=False)"
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "streaming", f"{FLOW}(tail=False)", *args],
+        [sys.executable, "-m", "streaming", flow, *args],
         cwd=PROJECT_ROOT,
         env=stack.env | topics.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def produce_paced(
+    bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], per_s: float
+) -> threading.Thread:
+    """Produce ``items`` at about ``per_s`` a second from a thread (joined by the caller)."""
+
+    def run() -> None:
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        step = max(1, int(per_s / 20))
+        for start in range(0, len(items), step):
+            for key, value in items[start : start + step]:
+                producer.produce(topic, value, key)
+            producer.poll(0)
+            time.sleep(0.05)
+        assert producer.flush(30) == 0
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
 
 
 def expected_latest(events: pd.DataFrame) -> pd.DataFrame:

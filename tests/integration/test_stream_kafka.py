@@ -6,19 +6,25 @@ import json
 import os
 import signal
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from core.contract import REQUEST_FIELDS
+from core.aggregations import FEATURE_NAMES, SECS_SINCE_LAST, to_us
+from core.contract import REQUEST_FIELDS, WINDOWS_VIEW
 from core.predictor import Predictor
 from core.store import feature_service, open_store
+from streaming.online import OnlineWriter
 from streaming.produce import ensure_topic
+from streaming.records import Row
 from tests.conftest import Stack
 from tests.integration.stream_support import (
+    FLOW,
     Topics,
     assert_online_equals_backfill,
     drain,
@@ -26,6 +32,8 @@ from tests.integration.stream_support import (
     popen_flow,
     private_events,
     produce,
+    produce_paced,
+    run_cluster,
     run_flow,
     scores,
 )
@@ -89,33 +97,41 @@ def test_events_become_fresh_aggregates_scores_and_dead_letters(ready: Stack) ->
     np.testing.assert_allclose(by_id.loc[newest.transaction_id].to_numpy(), want, rtol=1e-9)
 
 
-def test_two_workers_over_partitions_equal_one(ready: Stack) -> None:
+def test_workers_and_processes_over_partitions_equal_one(ready: Stack) -> None:
+    """One worker, two worker threads (``-w 2``) and a two-process cluster (``-i/-a``, how
+    it runs across hosts) over a 4-partition topic: the same scores and online rows."""
     stack = ready
     bootstrap = stack.settings.kafka_bootstrap_servers
     events = private_events(stack, users=300, hours=20, end=datetime.now(timezone.utc))
     results = []
-    for workers in ("1", "2"):
+    for run in ("-w 1", "-w 2", "cluster of 2"):
         topics = make_topics(stack, parts=4)
         produce(bootstrap, topics.transactions, encoded(events), 4)
-        out = run_flow(stack, topics, "-w", workers)
-        assert out.returncode == 0, out.stdout + out.stderr
+        if run.startswith("-w"):
+            out = run_flow(stack, topics, *run.split())
+            assert out.returncode == 0, out.stdout + out.stderr
+        else:
+            run_cluster(stack, topics, processes=2)
         results.append(scores(bootstrap, topics.scores).set_index("transaction_id").sort_index())
         assert_online_equals_backfill(stack, events)
-    one, two = results
+    one = results[0]
     assert len(one) == len(events)
-    pd.testing.assert_series_equal(one.score, two.score)
+    for other in results[1:]:
+        pd.testing.assert_series_equal(one.score, other.score)
 
 
 def test_sigkill_then_resume_loses_and_double_counts_nothing(ready: Stack, tmp_path: Path) -> None:
+    """SIGKILL while events are still arriving (so it lands mid-stream however fast the
+    flow is), then a restart from the recovery store drains the rest."""
     stack = ready
     bootstrap = stack.settings.kafka_bootstrap_servers
     events = private_events(stack, users=5000, hours=20, end=datetime.now(timezone.utc))
     topics = make_topics(stack, parts=2)
-    produce(bootstrap, topics.transactions, encoded(events), 2)
     recovery = tmp_path / "recovery"
     args = ("-r", str(recovery), "-s", "1", "-b", "0")
-    stack_env = {"STREAM_CONSUME_BATCH": "100"}
-    first = popen_flow(stack.__class__(stack.settings, stack.env | stack_env), topics, *args)
+    env = stack.__class__(stack.settings, stack.env | {"STREAM_CONSUME_BATCH": "100"})
+    producer = produce_paced(bootstrap, topics.transactions, encoded(events), per_s=1500)
+    first = popen_flow(env, topics, *args, flow=f"{FLOW}(tail=True)")
     deadline = time.monotonic() + 120
     seen = 0
     while time.monotonic() < deadline and seen < 1000:
@@ -123,9 +139,10 @@ def test_sigkill_then_resume_loses_and_double_counts_nothing(ready: Stack, tmp_p
         seen = len(drain(bootstrap, topics.scores))
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
+    producer.join()
     assert 0 < seen < len(events), "the kill must land mid-stream"
 
-    second = popen_flow(stack.__class__(stack.settings, stack.env | stack_env), topics, *args)
+    second = popen_flow(env, topics, *args)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0, output
 
@@ -142,12 +159,65 @@ def test_replay_mode_needs_no_broker(ready: Stack, tmp_path: Path) -> None:
     source = tmp_path / "events.jsonl"
     lines = [v.decode() for _, v in encoded(events)] + ["{broken"]
     source.write_text("\n".join(lines) + "\n")
-    out_dir = tmp_path / "out"
+    got, dead = replay(stack, source, tmp_path / "out")
+    assert sorted(s["transaction_id"] for s in got) == sorted(events.transaction_id)
+    assert [(d["reason"], d["value"]) for d in dead] == [("bad_json", "{broken")]
+    assert_online_equals_backfill(stack, events)
+
+
+def test_replay_mode_reads_parquet(ready: Stack, tmp_path: Path) -> None:
+    """The datagen file layout (with its label column) replays too; a bad row is a dead letter."""
+    stack = ready
+    events = private_events(stack, users=100, hours=20, end=datetime.now(timezone.utc))
+    bad = events.iloc[[0]].assign(transaction_id="bad-amount", amount=-1.0)
+    source = tmp_path / "events.parquet"
+    pd.concat([events, bad], ignore_index=True).assign(is_fraud=0).to_parquet(source)
+    got, dead = replay(stack, source, tmp_path / "out")
+    assert sorted(s["transaction_id"] for s in got) == sorted(events.transaction_id)
+    assert [(d["reason"], json.loads(d["value"])["transaction_id"]) for d in dead] == [
+        ("schema", "bad-amount")
+    ]
+    assert_online_equals_backfill(stack, events)
+
+
+def replay(stack: Stack, source: Path, out_dir: Path) -> tuple[list[Any], list[Any]]:
+    """Run the replay mode with an unreachable broker; (scores, dead letters)."""
     flow = f"streaming.dataflow:get_flow(replay={str(source)!r}, out_dir={str(out_dir)!r})"
     out = stack.python("-m", "bytewax.run", flow, env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
     assert out.returncode == 0, out.stdout + out.stderr
     got = [json.loads(x) for x in (out_dir / "scores.jsonl").read_text().splitlines()]
-    assert sorted(s["transaction_id"] for s in got) == sorted(events.transaction_id)
     dead = [json.loads(x) for x in (out_dir / "dlq.jsonl").read_text().splitlines()]
-    assert [(d["reason"], d["value"]) for d in dead] == [("bad_json", "{broken")]
-    assert_online_equals_backfill(stack, events)
+    return got, dead
+
+
+def test_online_writer_reads_back_exactly_and_never_goes_back(ready: Stack) -> None:
+    """Rows written by the stream's pipelined writer read back through the Feast SDK
+    exactly (ints, floats, nulls, timestamps to the microsecond); an older row is skipped."""
+    store = open_store(ready.settings)
+    writer = OnlineWriter(store)
+    base = 10**13 + uuid.uuid4().int % 10**9 * 1000
+    now_us = to_us(datetime.now(timezone.utc))
+    rows: list[Row] = []
+    for i in range(300):
+        aggs: dict[str, int | float | None] = {
+            name: (i * 7 + n if "count" in name or "distinct" in name else (i * 1.37 + n) / 3)
+            for n, name in enumerate(FEATURE_NAMES)
+        }
+        if i % 10 == 0:
+            aggs[SECS_SINCE_LAST] = None
+        rows.append((base + i, now_us - i * 1_000_001, aggs))
+    assert writer.write(rows) == len(rows)
+    zeros: dict[str, int | float | None] = dict.fromkeys(FEATURE_NAMES, 0)
+    older: list[Row] = [(user, version - 1, zeros) for user, version, _ in rows]
+    assert writer.write(older[:50]) == 0
+    got = store.get_online_features(
+        features=[f"{WINDOWS_VIEW}:{n}" for n in FEATURE_NAMES],
+        entity_rows=[{"user_id": user} for user, _, _ in rows],
+    )
+    names = list(got.proto.metadata.feature_names.val)
+    columns = got.to_dict()
+    for r, (_, version, aggs) in enumerate(rows):
+        for name in FEATURE_NAMES:
+            assert columns[name][r] == aggs[name], (r, name)
+        stamp = got.proto.results[names.index(FEATURE_NAMES[0])].event_timestamps[r]
+        assert stamp.seconds * 1_000_000 + stamp.nanos // 1000 == version

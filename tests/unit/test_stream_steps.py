@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-import copy
 import json
+import pickle
 from datetime import datetime, timedelta, timezone
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
 
-from core.aggregations import FEATURE_NAMES, backfill_sql, to_us
+from core.aggregations import FEATURE_NAMES, SECS_SINCE_LAST, backfill_sql, to_us
 from core.events import Transaction
 from core.request_features import compute
 from streaming.features import ProfileCache, feature_columns
 from streaming.online import latest_per_user
-from streaming.records import Aggregates, DeadLetter, Enriched, Event, Raw, Update, parse
-from streaming.windows import EventTimeWindows
+from streaming.records import (
+    Aggregates,
+    Chunk,
+    DeadLetter,
+    Enriched,
+    Event,
+    Raw,
+    Row,
+    parse,
+)
+from streaming.sources import from_kafka
+from streaming.windows import EventTimeWindows, ShardLogic, ShardWindows
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 GOOD = {
@@ -31,9 +42,13 @@ GOOD = {
 }
 
 
-def raw(body: object) -> Raw:
+# The broker's clock when the test events entered the log: after all of them.
+INGEST_MS = to_us(T0 + timedelta(days=30)) // 1000
+
+
+def raw(body: object, ingest_ms: int = INGEST_MS) -> Raw:
     value = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return Raw(b"1", value, 0)
+    return Raw(b"1", value, ingest_ms)
 
 
 def test_parse_accepts_the_shared_schema() -> None:
@@ -47,6 +62,7 @@ def test_parse_accepts_the_shared_schema() -> None:
     [
         (b"{nope", "bad_json", "Invalid JSON"),
         (b"\xff\xfe", "bad_json", "Invalid JSON"),
+        (b"", "bad_json", "Invalid JSON"),  # a tombstone (null value) from Kafka
         (GOOD | {"amount": -3}, "schema", "amount"),
         (GOOD | {"event_timestamp": "2026-01-01T00:00:00"}, "schema", "timezone"),
         (GOOD | {"is_fraud": 1}, "schema", "is_fraud"),
@@ -58,6 +74,20 @@ def test_parse_dead_letters_keep_bytes_and_reason(body: object, reason: str, det
     assert isinstance(got, DeadLetter)
     assert (got.reason, got.raw.value) == (reason, raw(body).value)
     assert detail in got.detail
+
+
+@pytest.mark.parametrize("when", ["2026-01-01T00:05:01Z", "9999-12-31T23:59:59Z"])
+def test_an_event_from_the_future_is_dead_lettered(when: str) -> None:
+    """One accepted far-future event would make every later event of its user late."""
+    got = parse(raw(GOOD | {"event_timestamp": when}, ingest_ms=to_us(T0) // 1000))
+    assert isinstance(got, DeadLetter)
+    assert (got.reason, got.detail[-24:]) == ("future", "after it entered the log")
+
+
+def test_a_null_kafka_value_is_dead_lettered_not_dropped() -> None:
+    got = from_kafka(KafkaSourceMessage(b"1", None, timestamp=(1, INGEST_MS)))
+    assert got is not None
+    assert isinstance(parse(got), DeadLetter)
 
 
 def random_events(n: int, seed: int) -> pd.DataFrame:
@@ -156,28 +186,17 @@ def test_state_history_is_bounded() -> None:
     assert len(state.history) <= 26
 
 
-def update(user: int, version: int, count: int, txn: Transaction | None = None) -> Update:
-    txn = txn or Transaction.model_validate(GOOD | {"user_id": user})
-    event = Event(raw(GOOD), txn, version)
-    aggs: dict[str, int | float | None] = {"txn_count_10m": count}
-    return Update(Enriched(event, {}), aggs, aggs, version)
-
-
 def test_latest_per_user_keeps_the_highest_version() -> None:
-    rows = latest_per_user([update(1, 5, 1), update(2, 3, 7), update(1, 9, 2), update(1, 7, 3)])
-    assert sorted((u, v, a["txn_count_10m"]) for u, v, a in rows) == [(1, 9, 2), (2, 3, 7)]
+    rows: list[Row] = [(1, 5, {"n": 1}), (2, 3, {"n": 7}), (1, 9, {"n": 2}), (1, 7, {"n": 3})]
+    got = latest_per_user(rows)
+    assert sorted((u, v, a["n"]) for u, v, a in got) == [(1, 9, 2), (2, 3, 7)]
 
 
 def test_feature_columns_match_the_request_transform() -> None:
     txn = Transaction.model_validate(GOOD | {"amount": 40.0, "country": "DE", "channel": "online"})
-    profile = {
-        "account_age_days": 9,
-        "avg_amount_30d": 20.0,
-        "home_country": "NL",
-        "risk_score": 0.3,
-    }
-    u = update(1, 1, 4, txn)
-    u = Update(Enriched(u.enriched.event, profile), u.at_event, u.latest, 1)
+    user = {"account_age_days": 9, "avg_amount_30d": 20.0, "home_country": "NL"}
+    merchant = {"risk_score": 0.3}
+    event = Enriched(Event(raw(GOOD), txn, to_us(T0)), (user, merchant))
     features = [
         "account_age_days",
         "risk_score",
@@ -187,7 +206,7 @@ def test_feature_columns_match_the_request_transform() -> None:
         "is_online",
         "amount_log",
     ]
-    cols = feature_columns([u], features)
+    cols = feature_columns([event, event], [{"txn_count_10m": 4}, {"txn_count_10m": 5}], features)
     req = compute(
         {
             "amount": [40.0],
@@ -198,8 +217,13 @@ def test_feature_columns_match_the_request_transform() -> None:
         }
     )
     assert list(cols) == features
-    assert cols["amount_to_avg_30d"] == req["amount_to_avg_30d"] == [2.0]
-    assert (cols["is_foreign"], cols["is_online"], cols["txn_count_10m"]) == ([1], [1], [4])
+    assert cols["amount_to_avg_30d"] == req["amount_to_avg_30d"] * 2 == [2.0, 2.0]
+    assert (cols["is_foreign"], cols["is_online"], cols["txn_count_10m"]) == (
+        [1, 1],
+        [1, 1],
+        [4, 5],
+    )
+    assert cols["risk_score"] == [0.3, 0.3]
 
 
 def test_profile_cache_refetches_only_after_max_age() -> None:
@@ -214,7 +238,7 @@ def test_profile_cache_refetches_only_after_max_age() -> None:
     events = [parse(raw(GOOD | {"user_id": u})) for u in (1, 2, 1, 99)]
     assert all(isinstance(e, Event) for e in events)
     got = cache.lookup(events)  # type: ignore[arg-type]
-    assert [g[0]["v"] for g in got] == [1, 2, 1, None]
+    assert [g[0][0]["v"] for g in got] == [1, 2, 1, None]
     assert [g[1] for g in got] == [[], [], [], ["user_id"]]
     now[0] = 5
     cache.lookup(events[:1])  # type: ignore[arg-type]
@@ -224,15 +248,110 @@ def test_profile_cache_refetches_only_after_max_age() -> None:
 
 
 def test_snapshot_copy_resumes_exactly() -> None:
-    """A Bytewax snapshot (deepcopy), restored, continues exactly as the original."""
+    """A snapshot (pickled, as ``ShardLogic.snapshot`` does), restored, continues exactly."""
     events = random_events(200, seed=11)
     lateness = 3_600_000_000
     original = EventTimeWindows(lateness)
     rows = list(zip(events.event_timestamp, events.amount, events.merchant_id, strict=True))
     for ts, amount, merchant in rows[:120]:
         original.apply(to_us(ts), amount, merchant)
-    restored = copy.deepcopy(original)
+    restored = pickle.loads(pickle.dumps(original))
     assert restored.state is None  # rebuilt lazily from the history
     late = (to_us(rows[119][0]) - 1_000_000, 3.0, 4)
     for ts_us, amount, merchant in [late, *((to_us(t), a, m) for t, a, m in rows[120:])]:
         assert restored.apply(ts_us, amount, merchant) == original.apply(ts_us, amount, merchant)
+
+
+def enriched(events: pd.DataFrame) -> list[Enriched]:
+    out = []
+    for i, row in enumerate(events.to_dict("records")):
+        body = GOOD | {
+            "transaction_id": f"t{i}",
+            "user_id": int(row["user_id"]),
+            "merchant_id": int(row["merchant_id"]),
+            "amount": float(row["amount"]),
+            "event_timestamp": row["event_timestamp"].isoformat(),
+        }
+        event = parse(raw(body))
+        assert isinstance(event, Event)
+        out.append(Enriched(event, ()))
+    return out
+
+
+def test_same_instant_ties_equal_the_backfill() -> None:
+    """Events of one user at one instant count each other, as the backfill's RANGE does;
+    ``secs_since_last_txn`` is the gap to the newest strictly earlier event."""
+    t = T0 + timedelta(hours=1)
+    events = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 1, 1, 1],
+            "merchant_id": [1, 2, 3, 1, 4, 4, 5],
+            "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+            "event_timestamp": [
+                T0,
+                t,
+                t,  # a tie inside one micro-batch
+                t,
+                t + timedelta(seconds=30),
+                t + timedelta(seconds=30),  # a tie split across micro-batches
+                t + timedelta(seconds=40),
+            ],
+        }
+    )
+    every = backfill(events)
+    keys = ["user_id", "event_timestamp"]
+    # Peers are identical rows in the backfill, whatever order DuckDB gives them.
+    assert len(every.drop_duplicates()) == len(every.drop_duplicates(keys)) == 5
+    want = events[keys].merge(every.drop_duplicates(keys), on=keys, how="left")
+    items = enriched(events)
+    shard = ShardWindows(lateness_us=60_000_000)
+    first = shard.step([Chunk(items[:5])])
+    second = shard.step([Chunk(items[5:6])])
+    third = shard.step([Chunk(items[6:])])
+    assert not first.dead and not second.dead and not third.dead
+    got = first.at_event + second.at_event + third.at_event
+    for i in (0, 1, 2, 3, 5, 6):  # all but the first half of the split tie
+        for name in FEATURE_NAMES:
+            assert same(got[i][name], want.loc[i, name]), (i, name)
+    assert got[4]["txn_count_10m"] == int(str(want.loc[4, "txn_count_10m"])) - 1  # before its peer
+    assert got[4][SECS_SINCE_LAST] == want.loc[4, SECS_SINCE_LAST]
+    # What the online store gets: each user's newest row equals the backfill's.
+    rows = {u: (v, aggs) for s in (first, second, third) for u, v, aggs in s.rows}
+    latest = want.groupby("user_id").tail(1).set_index("user_id")  # events are in time order
+    for user, (_, aggs) in rows.items():
+        for name in FEATURE_NAMES:
+            assert same(aggs[name], latest.loc[user, name]), (user, name)
+
+
+def test_shard_step_dead_letters_late_and_resumes_from_its_snapshot() -> None:
+    events = random_events(300, seed=21)
+    items = enriched(events)
+    a = ShardLogic(lateness_us=60_000_000, resume=None)
+    (first,), _ = a.on_batch([Chunk(items[:200])])
+    assert len(first.events) == len(first.at_event) == 200 and not first.dead
+    assert len(first.rows) == events[:200].user_id.nunique()  # one row per touched user
+    b = ShardLogic(lateness_us=60_000_000, resume=a.snapshot())
+    newest = items[199].event
+    txn = newest.txn.model_copy(update={"transaction_id": "late"})
+    late = Enriched(Event(raw(GOOD), txn, newest.ts_us - 3_600_000_000), ())
+    batch = [Chunk([late, *items[200:]], [DeadLetter(raw(b"{"), "bad_json", "x")])]
+    (from_a,), _ = a.on_batch(batch)
+    (from_b,), _ = b.on_batch(batch)
+    assert [d.reason for d in from_a.dead] == ["bad_json", "late"]
+    assert from_a.at_event == from_b.at_event
+    assert from_a.rows == from_b.rows
+
+
+def test_a_redelivery_counts_once_and_scores_the_same() -> None:
+    """A producer retry or replay of a transaction still in the user's history changes no
+    window and gets its original's aggregates; the online row is not rewritten."""
+    items = enriched(random_events(40, seed=4))
+    shard = ShardWindows(lateness_us=60_000_000)
+    first = shard.step([Chunk(items)])
+    before = {u: dict(w.latest or {}) for u, w in shard.users.items()}
+    again = shard.step([Chunk([items[-1], items[-2]])])
+    assert again.at_event == [first.at_event[-1], first.at_event[-2]]
+    assert not again.rows and not again.dead
+    assert {u: w.latest for u, w in shard.users.items()} == before
+    restored = ShardWindows(60_000_000, pickle.loads(pickle.dumps(shard.users)))
+    assert restored.step([Chunk([items[-1]])]).at_event == [first.at_event[-1]]
