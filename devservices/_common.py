@@ -169,10 +169,12 @@ def status_line(name: str, ours: Started | None, address: str, up: bool) -> str:
     return line if up else f"{line}, NOT answering"
 
 
-def start_detached(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def start_detached(
+    cmd: list[str], log: Path, cwd: Path, append: bool = False
+) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in its own session so it outlives us and Ctrl-C in our terminal."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
+    with open(log, "ab" if append else "wb") as out:
         return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,

@@ -4,6 +4,8 @@ The broker runs straight from Maven Central jars (``kafka-pom.xml``) cached outs
 repo, so nothing is downloaded twice and no Kafka tarball or Docker is needed. The
 controller listens on bootstrap port + 1 (9093 for the default 9092). Topic data lives in
 a fresh temporary directory that ``down`` deletes: every ``up`` starts from empty.
+A broker whose data survives a stop and start (for fault tests) is
+``devservices.private_kafka.PrivateKafka``; it shares ``broker_command`` with this one.
 """
 
 from __future__ import annotations
@@ -94,9 +96,14 @@ def bootstrap_target(settings: Settings) -> tuple[str, int]:
 def kafka_is_up(settings: Settings) -> bool:
     """True if a broker answers a metadata request at the bootstrap servers."""
     host, port = bootstrap_target(settings)
+    return broker_answers(settings.kafka_bootstrap_servers, host, port)
+
+
+def broker_answers(bootstrap: str, host: str, port: int) -> bool:
+    """True if ``host:port`` accepts connections and ``bootstrap`` answers a metadata request."""
     if not tcp_open(host, port):  # skip librdkafka's retry noise when nothing listens
         return False
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 0})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         admin.list_topics(timeout=2)
     except KafkaException:
@@ -156,7 +163,7 @@ def ensure_jars(settings: Settings) -> Path:
     return libs
 
 
-def _java() -> str:
+def find_java() -> str:
     java = shutil.which("java")
     if not java:
         raise ServiceError(
@@ -217,9 +224,9 @@ def ensure_kafka(settings: Settings) -> ServiceHandle:
                 f"controller port {ctrl_port} (bootstrap port + 1) is not free; "
                 "free it or choose another port in KAFKA_BOOTSTRAP_SERVERS"
             )
-        java = _java()
+        java = find_java()
         libs = ensure_jars(settings)
-        return _start(java, libs, settings, host, port, ctrl_port)
+        return _start(java, libs, settings, host, port)
 
 
 def _cluster_id() -> str:
@@ -244,42 +251,45 @@ def _first_error(done: subprocess.CompletedProcess[str]) -> str:
     return "no output"
 
 
-def _start(
-    java: str, libs: Path, settings: Settings, host: str, port: int, ctrl_port: int
-) -> ServiceHandle:
+def _write_config(data: Path, host: str, port: int) -> tuple[Path, Path]:
+    """server.properties and log4j2.properties in ``data``; the controller gets port + 1."""
+    props = data / "server.properties"
+    props.write_text(
+        SERVER_PROPERTIES.format(host=host, port=port, ctrl_port=port + 1, log_dirs=data / "logs")
+    )
+    log4j = data / "log4j2.properties"
+    log4j.write_text(LOG4J2_PROPERTIES)
+    return props, log4j
+
+
+def broker_command(java: str, libs: Path, data: Path, host: str, port: int, heap: str) -> list[str]:
+    """Write the config into ``data``, format its storage unless it is formatted already (so a
+    restart over the same ``data`` keeps every topic), and return the broker's command line."""
+    props, log4j = _write_config(data, host, port)
+    jvm = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+    if not (data / "logs" / "meta.properties").exists():
+        fmt = [*jvm, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id()]
+        try:
+            done = subprocess.run(
+                [*fmt, "-c", str(props)], capture_output=True, text=True, timeout=120, cwd=data
+            )
+        except subprocess.TimeoutExpired:
+            raise ServiceError("formatting Kafka storage took over 2 min; check java") from None
+        if done.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed: {_first_error(done)}")
+    return [*jvm[:1], "-Xms256m", f"-Xmx{heap}", *jvm[1:], "kafka.Kafka", str(props)]
+
+
+def _start(java: str, libs: Path, settings: Settings, host: str, port: int) -> ServiceHandle:
     services_dir = settings.services_dir
     log = services_dir / "kafka.log"
     data = Path(tempfile.mkdtemp(prefix=DATA_PREFIX))
     _datadir_record(settings).write_text(f"{data}\n")
-    props = data / "server.properties"
-    props.write_text(
-        SERVER_PROPERTIES.format(host=host, port=port, ctrl_port=ctrl_port, log_dirs=data / "logs")
-    )
-    log4j = data / "log4j2.properties"
-    log4j.write_text(LOG4J2_PROPERTIES)
-    jvm = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
-
-    cluster_id = _cluster_id()
-    fmt = [
-        *jvm,
-        "kafka.tools.StorageTool",
-        "format",
-        "--standalone",
-        "-t",
-        cluster_id,
-        "-c",
-        str(props),
-    ]
     try:
-        done = subprocess.run(fmt, capture_output=True, text=True, timeout=120, cwd=data)
-    except subprocess.TimeoutExpired:
+        cmd = broker_command(java, libs, data, host, port, "1g")
+    except ServiceError:
         _remove_datadir(settings)
-        raise ServiceError("formatting Kafka storage took over 2 min; check java") from None
-    if done.returncode != 0:
-        _remove_datadir(settings)
-        raise ServiceError(f"formatting Kafka storage failed: {_first_error(done)}")
-
-    cmd = [*jvm[:1], "-Xms256m", "-Xmx1g", *jvm[1:], "kafka.Kafka", str(props)]
+        raise
     proc = start_detached(cmd, log, cwd=data)
     write_pid(services_dir, NAME, proc.pid, f"{host}:{port}")
     outcome = wait_until(
