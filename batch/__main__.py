@@ -7,6 +7,7 @@ import json
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from batch import skew
 from batch.aggregates import backfill_windows
 from batch.backfill import run_backfill
 from batch.score import ScoreOptions, output_root, run_score
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", type=parse_date, required=True, help="first date, YYYY-MM-DD")
     backfill.add_argument("--end", type=parse_date, required=True, help="last date, inclusive")
     _job_options(backfill)
+    skew.add_parser(sub)
     return parser
 
 
@@ -87,6 +89,8 @@ def _options(args: argparse.Namespace, settings: Settings, day: date) -> ScoreOp
 
 def _main(args: argparse.Namespace) -> int:
     settings = get_settings()
+    if args.command == "skew":
+        return skew.main(args, settings)
     data = settings.data_dir
     if args.command == "aggregates":
         rows = backfill_windows(data / "transactions.parquet", data / "user_txn_windows.parquet")
