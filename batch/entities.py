@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 
+from batch import validate
 from batch.pit import literal, quote
 from core.cli import UserError
 from core.contract import ENTITY_KEYS, REQUEST_FIELDS
@@ -43,11 +44,7 @@ def define_entities(
         types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
     except duckdb.Error as exc:
         raise UserError(f"cannot read entities from {source}: {str(exc).splitlines()[0]}") from exc
-    missing = [c for c in COLUMNS if c not in types]
-    if missing:
-        raise UserError(
-            f"{source} lacks column(s) {', '.join(missing)}; needs {', '.join(COLUMNS)}"
-        )
+    validate.column_types(source, types, validate.ENTITY_TYPES)
     ts = quote(TS)
     if types[TS] != "TIMESTAMP WITH TIME ZONE":  # naive timestamps are UTC, as Feast reads them
         ts = f"CAST({ts} AS TIMESTAMPTZ)"
@@ -60,6 +57,4 @@ def define_entities(
     if limit is not None:
         sql += f" ORDER BY {TS}, {quote(ID)} LIMIT {int(limit)}"
     con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {sql}")
-    row = con.execute(f"SELECT count(*), min({TS}), max({TS}) FROM {VIEW}").fetchone()
-    assert row is not None
-    return DaySelection(int(row[0]), row[1], row[2])
+    return DaySelection(*validate.entity_rows(con, VIEW, source, f"the rows of {day} (UTC)"))

@@ -32,6 +32,7 @@ class ViewSpec:
     ttl: timedelta | None
     features: tuple[str, ...]  # service features plus what on-demand views read
     field_mapping: tuple[tuple[str, str], ...]  # (column in the file, feature name)
+    dtypes: tuple[tuple[str, str], ...] = ()  # (feature name, Feast type), for input checks
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def _view_spec(store: FeatureStore, name: str, features: list[str]) -> ViewSpec:
         ttl=view.ttl if view.ttl else None,  # Feast treats a zero TTL as "never expires"
         features=tuple(features),
         field_mapping=tuple((mapping.get(f, f), f) for f in features),
+        dtypes=tuple((f.name, str(f.dtype)) for f in view.features if f.name in features),
     )
 
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureService, FeatureStore
 
-from batch import output
+from batch import output, validate
 from batch.entities import ID, TS, VIEW, DaySelection, day_bounds, define_entities
 from batch.pit import Partition
 from batch.plan import RetrievalPlan, build_plan, supports_duckdb
@@ -116,6 +116,8 @@ def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
         opts.entities or settings.batch_transactions or settings.data_dir / "transactions.parquet"
     )
     selection = define_entities(con, source, opts.day, opts.limit)
+    if plan is not None and selection.first is not None and selection.last is not None:
+        validate.feature_sources(con, plan, selection.first, selection.last)
     chunks = max(1, math.ceil(selection.rows / opts.chunk_rows))
     workers = 1 if engine == "feast" else min(opts.workers or os.cpu_count() or 1, chunks)
     final = output.partition_dir(root, opts.day)
