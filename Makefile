@@ -12,7 +12,8 @@ MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)
 
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status data apply materialize train \
-	demo lint test clean serve bench-online stream produce bench-stream batch batch-backfill bench-batch
+	demo lint test clean serve bench-online stream produce bench-stream batch batch-backfill bench-batch \
+	parity faults fuzz
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,10 +73,22 @@ serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVI
 bench-online: services-up data apply train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk)
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online
 
+bench-feature-log: services-up train ## What feature logging (FEATURE_LOG_DIR) costs the API: latency off vs on
+	flock /tmp/bench.lock $(BIN)/python -m bench.bench_feature_log
+
 demo: services-up data apply materialize train ## Run everything end to end on a fresh machine
 	$(BIN)/python -m batch score --publish
 	$(BIN)/python scripts/demo_summary.py
 	$(BIN)/python scripts/demo_stream.py
+
+parity: services-up data apply train ## Score 10k transactions in batch, stream, API and a brute-force reference; compare
+	$(BIN)/python -m verify.parity
+
+faults: services-up data apply materialize train ## Kill Redis, Kafka, the stream and the batch job mid-work; print what survived
+	flock /tmp/bench.lock $(BIN)/python -m verify.faults
+
+fuzz: services-up data apply train ## Fuzz the API (schemathesis), the stream (malformed events) and batch inputs
+	$(BIN)/python -m verify.fuzz
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
