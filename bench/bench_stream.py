@@ -64,13 +64,15 @@ def topics() -> dict[str, str]:
 
 
 def events(settings: Settings, n: int) -> pd.DataFrame:
-    """``n`` events: the synthetic history repeated, each copy 28 days later, ids unique."""
+    """``n`` events: the synthetic history repeated, each copy one span *earlier* (the flow
+    dead-letters event times ahead of the broker's clock as ``future``), ids unique."""
     base = pd.read_parquet(settings.data_dir / "transactions.parquet").drop(columns=["is_fraud"])
     span = base.event_timestamp.max() - base.event_timestamp.min() + timedelta(days=1)
+    count = -(-n // len(base))
     copies = []
-    for i in range(-(-n // len(base))):
+    for i in range(count):
         c = base.copy()
-        c["event_timestamp"] += span * i
+        c["event_timestamp"] -= span * (count - 1 - i)
         c["transaction_id"] += f"-{i}"
         copies.append(c)
     return pd.concat(copies, ignore_index=True).head(n)
@@ -175,7 +177,12 @@ def bench_drain(
     cpu = children_cpu_s()
     wall_s = run_to_end(settings, names, workers, processes)
     flow_cpu_s = children_cpu_s() - cpu - startup_cpu_s
-    got = read_topic(settings.kafka_bootstrap_servers, names["STREAM_SCORES_TOPIC"], n, 120)
+    bootstrap = settings.kafka_bootstrap_servers
+    got = read_topic(bootstrap, names["STREAM_SCORES_TOPIC"], n, 120)
+    if len(got) != n:
+        dead = read_topic(bootstrap, names["STREAM_DEAD_LETTER_TOPIC"], 1, 10)
+        reason = dict(dead[0].headers() or []).get("reason") if dead else None
+        raise SystemExit(f"drain: {len(got)} scores for {n} events (a dead letter: {reason!r})")
     stamps = [m.timestamp()[1] for m in got]
     span_s = (max(stamps) - min(stamps)) / 1000
     return {
@@ -193,8 +200,7 @@ def bench_drain(
 def bench_freshness(
     settings: Settings, rate: float, seconds: float, every: int, poll_ms: float
 ) -> dict[str, float]:
-    # The drain left rows stamped up to months ahead (its copies of the history), which
-    # would read as "already fresh" and make Feast skip older writes: start clean.
+    # Start from a clean database, so no row the drain wrote is taken for a fresh one.
     host, port = settings.redis_connection_string.split(",")[0].split(":")
     db = int(settings.redis_connection_string.split("db=")[1])
     redis.Redis(host=host, port=int(port), db=db).flushdb()
