@@ -11,7 +11,7 @@ MATERIALIZE_START ?= $(shell date -u -d '30 days ago' +%Y-%m-%dT00:00:00)
 MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install services-up services-down services-status data apply materialize train \
+.PHONY: help install services-up services-down services-status data apply materialize train bench-feature-log \
 	demo lint test clean serve bench-online stream produce bench-stream batch batch-backfill bench-batch \
 	parity faults fuzz
 
