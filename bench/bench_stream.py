@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import threading
@@ -49,6 +48,7 @@ from core.settings import PROJECT_ROOT, Settings
 from core.store import open_store
 from streaming.online import OnlineWriter
 from streaming.produce import encode, ensure_topic
+from verify.topics import free_ports
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 FLOW = "streaming.dataflow:get_flow"
@@ -124,16 +124,6 @@ def preload(settings: Settings, rows: list[dict[Any, Any]], parts: int) -> dict[
                 producer.poll(0.05)
     producer.flush()
     return names
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def run_to_end(settings: Settings, names: dict[str, str], workers: int, processes: int) -> float:

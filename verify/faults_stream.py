@@ -32,8 +32,8 @@ from verify.report import RESULTS_DIR, Check, table, write_json
 from verify.stream_harness import (
     PacedProducer,
     ScoreWatcher,
-    Topics,
     flow_env,
+    fresh_topics,
     interrupt,
     launch_flow,
     outcome_checks,
@@ -62,7 +62,7 @@ def broker_restart(
     n = len(events)
     stop_at = int(np.random.default_rng(seed).uniform(0.25, 0.5) * n)
     with PrivateKafka(settings, port, workdir / "kafka") as broker:
-        topics = Topics.fresh(broker.bootstrap)
+        topics = fresh_topics(broker.bootstrap)
         watcher = ScoreWatcher(broker.bootstrap, topics.scores)
         producer = PacedProducer(broker.bootstrap, topics.transactions, events, seconds)
         # The private broker speaks PLAINTEXT whatever the shared one asks for.
@@ -133,7 +133,7 @@ def worker_kills(
     bootstrap = settings.kafka_bootstrap_servers
     events = private_events(settings, budget, seed)
     n = len(events)
-    topics = Topics.fresh(bootstrap)
+    topics = fresh_topics(bootstrap)
     env = flow_env(settings, bootstrap, topics)
     recovery, log = workdir / "recovery", workdir / "flow.log"
     watcher = ScoreWatcher(bootstrap, topics.scores)

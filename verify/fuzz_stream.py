@@ -52,31 +52,13 @@ from verify.fuzz_corpus import (
     padded,
 )
 from verify.report import Check, table, write_json
+from verify.topics import Topics
 
 FLOW = "streaming.dataflow:get_flow(tail=False)"
 POLICIES = ("score", "dead_letter")
 Message = tuple[bytes | None, bytes, dict[str, bytes]]
 SCORE_FIELD = re.compile(rb'"score":\s*([-+0-9.eE]+|NaN)')
 QUIET = 3  # librdkafka logs errors only: the expected size rejections would flood the table
-
-
-@dataclass(frozen=True)
-class Topics:
-    transactions: str
-    scores: str
-    dlq: str
-
-    @classmethod
-    def fresh(cls) -> Topics:
-        tag = uuid.uuid4().hex[:10]
-        return cls(f"fuzz-tx-{tag}", f"fuzz-scores-{tag}", f"fuzz-dlq-{tag}")
-
-    def env(self) -> dict[str, str]:
-        return {
-            "STREAM_TRANSACTIONS_TOPIC": self.transactions,
-            "STREAM_SCORES_TOPIC": self.scores,
-            "STREAM_DEAD_LETTER_TOPIC": self.dlq,
-        }
 
 
 @dataclass(frozen=True)
@@ -224,7 +206,7 @@ class Flow:
 def start_flow(settings: Settings, cases: Sequence[Case], policy: str, max_bytes: int) -> Flow:
     """Produce ``cases`` into fresh topics and start the dataflow that drains them."""
     bootstrap = settings.kafka_bootstrap_servers
-    topics = Topics.fresh()
+    topics = Topics.fresh("fuzz")
     for topic in (topics.transactions, topics.scores, topics.dlq):
         ensure_topic(bootstrap, topic, 3)
     produce(bootstrap, topics.transactions, cases, max_bytes)
@@ -452,7 +434,7 @@ def oversized_corpus(settings: Settings, pop: Population, seed: int) -> Oversize
     """Good events around one message 512 B under the topic's size limit."""
     bootstrap = settings.kafka_bootstrap_servers
     cases = build(seed + 1, pop, 20, 0, datetime.now(timezone.utc) - timedelta(minutes=1))
-    probe = Topics.fresh().transactions
+    probe = Topics.fresh("fuzz").transactions
     ensure_topic(bootstrap, probe, 1)
     limit = size_limit(bootstrap, probe)
     body = dict(cases[0].body or {}) | {"transaction_id": f"big-{uuid.uuid4().hex[:8]}"}

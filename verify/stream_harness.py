@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from core.settings import PROJECT_ROOT, Settings
 from core.store import open_store
 from streaming.produce import encode, ensure_topic
 from verify.report import Check
+from verify.topics import Topics
 
 FLOW = "streaming.dataflow:get_flow"
 PARTITIONS = 2
@@ -39,26 +39,12 @@ SPAN = timedelta(hours=23)  # under the 24 h window: each user's txn_count_24h c
 QUIET = {"log_level": 2}  # our clients: no librdkafka FAIL lines while the broker is down
 
 
-@dataclass(frozen=True)
-class Topics:
-    transactions: str
-    scores: str
-    dlq: str
-
-    @classmethod
-    def fresh(cls, bootstrap: str) -> Topics:
-        tag = uuid.uuid4().hex[:10]
-        topics = cls(f"faults-tx-{tag}", f"faults-scores-{tag}", f"faults-dlq-{tag}")
-        for topic in (topics.transactions, topics.scores, topics.dlq):
-            ensure_topic(bootstrap, topic, PARTITIONS)
-        return topics
-
-    def env(self) -> dict[str, str]:
-        return {
-            "STREAM_TRANSACTIONS_TOPIC": self.transactions,
-            "STREAM_SCORES_TOPIC": self.scores,
-            "STREAM_DEAD_LETTER_TOPIC": self.dlq,
-        }
+def fresh_topics(bootstrap: str) -> Topics:
+    """Fresh topics, created up front with ``PARTITIONS`` partitions each."""
+    topics = Topics.fresh("faults")
+    for topic in (topics.transactions, topics.scores, topics.dlq):
+        ensure_topic(bootstrap, topic, PARTITIONS)
+    return topics
 
 
 def private_events(settings: Settings, budget: int, seed: int) -> pd.DataFrame:

@@ -8,14 +8,12 @@ uses uuid-suffixed topics so runs never collide.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import cast
 
@@ -29,27 +27,9 @@ from core.settings import PROJECT_ROOT
 from core.store import open_store
 from streaming.produce import encode, ensure_topic
 from tests.conftest import Stack
+from verify.topics import Topics, free_ports
 
 FLOW = "streaming.dataflow:get_flow"
-
-
-@dataclass(frozen=True)
-class Topics:
-    transactions: str
-    scores: str
-    dlq: str
-
-    @classmethod
-    def fresh(cls) -> Topics:
-        tag = uuid.uuid4().hex[:10]
-        return cls(f"test-tx-{tag}", f"test-scores-{tag}", f"test-dlq-{tag}")
-
-    def env(self) -> dict[str, str]:
-        return {
-            "STREAM_TRANSACTIONS_TOPIC": self.transactions,
-            "STREAM_SCORES_TOPIC": self.scores,
-            "STREAM_DEAD_LETTER_TOPIC": self.dlq,
-        }
 
 
 def private_events(stack: Stack, users: int, hours: float, end: datetime) -> pd.DataFrame:
@@ -119,16 +99,6 @@ def run_flow(
     stack: Stack, topics: Topics, *args: str, flow: str = f"{FLOW}(tail=False)"
 ) -> subprocess.CompletedProcess[str]:
     return stack.python("-m", "bytewax.run", flow, *args, env=topics.env())
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def run_cluster(stack: Stack, topics: Topics, processes: int, timeout_s: float = 300) -> None:

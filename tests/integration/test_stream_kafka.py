@@ -42,7 +42,7 @@ pytestmark = pytest.mark.integration
 
 
 def make_topics(stack: Stack, parts: int) -> Topics:
-    topics = Topics.fresh()
+    topics = Topics.fresh("test")
     bootstrap = stack.settings.kafka_bootstrap_servers
     for topic in (topics.transactions, topics.scores, topics.dlq):
         ensure_topic(bootstrap, topic, parts)

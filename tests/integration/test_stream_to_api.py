@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 def test_api_reflects_and_agrees_with_the_stream(ready: Stack) -> None:
     bootstrap = ready.settings.kafka_bootstrap_servers
     events = private_events(ready, users=60, hours=6, end=datetime.now(timezone.utc))
-    topics = Topics.fresh()
+    topics = Topics.fresh("test")
     for topic in (topics.transactions, topics.scores, topics.dlq):
         ensure_topic(bootstrap, topic, 2)
     produce(bootstrap, topics.transactions, encoded(events), 2)
