@@ -17,16 +17,16 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import cast
 
-import duckdb
 import pandas as pd
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from core.aggregations import FEATURE_NAMES, backfill_sql
+from core.aggregations import FEATURE_NAMES
 from core.contract import WINDOWS_VIEW
 from core.settings import PROJECT_ROOT
 from core.store import open_store
 from streaming.produce import encode, ensure_topic
 from tests.conftest import Stack
+from verify.stream_harness import expected_latest
 from verify.topics import Topics, free_ports
 
 FLOW = "streaming.dataflow:get_flow"
@@ -153,15 +153,6 @@ def produce_paced(
     thread = threading.Thread(target=run)
     thread.start()
     return thread
-
-
-def expected_latest(events: pd.DataFrame) -> pd.DataFrame:
-    """The backfill's aggregates at each user's newest event."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("events", events)
-    every = con.execute(backfill_sql("events")).df()
-    return every.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
 
 
 def online_windows(stack: Stack, users: list[int]) -> pd.DataFrame:
