@@ -32,9 +32,11 @@ class TransactionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    user_id: int = Field(ge=0, lt=2**63)
-    merchant_id: int = Field(ge=0, lt=2**63)
-    amount: float = Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    # Strict: pydantic's lax mode reads ``true`` and ``"5"`` as numbers (fuzzing found
+    # ``{"user_id": true}`` scored as user 1); the document says JSON number, in every mode.
+    user_id: int = Field(ge=0, lt=2**63, strict=True)
+    merchant_id: int = Field(ge=0, lt=2**63, strict=True)
+    amount: float = Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, strict=True)
     channel: Channel
     country: str = Field(pattern=r"^[A-Z]{2}$")
 

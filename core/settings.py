@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     serving_max_in_flight: int = Field(
         default=100, gt=0, description="scoring requests per worker; beyond it: 503 at once"
     )
+    serving_loop: Literal["asyncio", "uvloop"] = Field(
+        default="asyncio",
+        description="uvicorn's event loop; asyncio accepts every waiting connection at once,"
+        " uvloop one per loop turn (see serving.__main__)",
+    )
     log_level: str = "INFO"
     feature_log_dir: Path | None = Field(
         default=None, description="log served feature vectors here (Feast feature logging); off"

@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import psutil
 from core.cli import Parser, UserError, run_cli
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from serving.launch import free_port, launched, serving_command
-from verify.loadgen import TIMED_OUT, Sample, closed_loop, open_loop, post
+from verify.loadgen import REFUSED, TIMED_OUT, Sample, closed_loop, open_loop, post
 from verify.private_redis import PrivateRedis, copy_rows, private_redis, sync_client
 from verify.report import Check, table, write_json
 
@@ -197,6 +198,14 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+def _kinds(samples: Sequence[Sample]) -> str:
+    """What the answers other than 200 and 503 were, e.g. `` (2 reset, 1 HTTP 500)``."""
+    names = {TIMED_OUT: "without an answer in 10 s", REFUSED: "refused or reset"}
+    kinds = Counter(s.status for s in samples if s.status not in (200, 503))
+    listed = ", ".join(f"{n} {names.get(st, f'HTTP {st}')}" for st, n in sorted(kinds.items()))
+    return f" ({listed})" if listed else ""
+
+
 def _pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -248,7 +257,7 @@ def redis_outage(
     counts = f"{len(samples)} ({statuses.count(200)} ok, {statuses.count(503)} 503, {other} other)"
     return [
         Check(case, "requests sent (200 / 503 / other)", counts, True),
-        Check(case, "error responses other than 503", str(other), other == 0),
+        Check(case, "error responses other than 503", f"{other}{_kinds(samples)}", other == 0),
         Check(case, "503s while Redis was down", f"{shed} of {len(during)}", shed > 0),
         Check(
             case, "longest response while Redis was down", _ms(longest), longest <= latency_bound_s
@@ -311,7 +320,6 @@ def overload(
     shed_lat = [s.latency for s in loaded if s.status == 503]
     served, shed = len(ok_lat), len(shed_lat)
     other = len(loaded) - served - shed
-    timeouts = sum(s.status == TIMED_OUT for s in loaded)
     span = max(s.due + s.latency for s in loaded) - min(s.due for s in loaded)
     goodput = served / span  # over the time it took to answer all, the backlog included
     p99 = _pct(ok_lat, 0.99)
@@ -333,7 +341,7 @@ def overload(
         Check(
             case,
             "answered 200 / shed 503 / other",
-            f"{served} / {shed} / {other} ({timeouts} without an answer in 10 s)",
+            f"{served} / {shed} / {other}{_kinds(loaded)}",
             other == 0,
         ),
         Check(

@@ -71,12 +71,13 @@ def good_bodies(rng: random.Random, pop: Population, n: int, end: datetime) -> l
     return bodies
 
 
-# Values the schema rejects for each field, even with pydantic's lax coercion.
+# Values the schema rejects for each field: numbers must be JSON numbers ("5" and true are
+# not, though pydantic's lax mode would read them as 5 and 1).
 WRONG_TYPES: dict[str, list[Any]] = {
     "transaction_id": [123, None, ["a"], {"id": 1}, True, ""],
-    "user_id": ["abc", None, [1], {"u": 1}, 1.5, "1e3x"],
-    "merchant_id": ["m-1", None, [], 2.25, {"m": 2}],
-    "amount": ["lots", None, [10], {"v": 1}, "12,50", "1e3x"],
+    "user_id": ["abc", None, [1], {"u": 1}, 1.5, "1e3x", "123", True],
+    "merchant_id": ["m-1", None, [], 2.25, {"m": 2}, "7", False],
+    "amount": ["lots", None, [10], {"v": 1}, "12,50", "1e3x", "12.5", True],
     "channel": [5, None, ["pos"], "POS", "card", True],
     "country": [49, None, ["DE"], "de", "DEU", "D"],
     "event_timestamp": ["yesterday", None, [2026], {"t": 1}, "2026-13-45T99:00:00Z", True],
