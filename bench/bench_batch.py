@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from batch.aggregates import backfill_windows
+from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import copy_feature_repo
 from datagen.generate import GeneratorConfig, generate
@@ -43,10 +44,9 @@ COLUMNS = "transaction_id, user_id, merchant_id, amount, channel, country, event
 
 
 def env_for(repo: Path) -> dict[str, str]:
-    base = Settings().redis_connection_string.split(",db=")[0]
     return os.environ | {
         "FEATURE_REPO": str(repo),
-        "REDIS_CONNECTION_STRING": f"{base},db={REDIS_DB}",
+        "REDIS_CONNECTION_STRING": with_db(Settings().redis_connection_string, REDIS_DB),
         "PYTHONPATH": str(PROJECT_ROOT),
     }
 

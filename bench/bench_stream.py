@@ -36,7 +36,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import redis
 from confluent_kafka import Consumer, Producer
 from feast.data_source import PushMode
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -44,6 +43,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from core.aggregations import FEATURE_NAMES, UserWindowState, to_us
 from core.contract import WINDOWS_PUSH_SOURCE, WINDOWS_VIEW
+from core.redis_url import sync_client, with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import open_store
 from streaming.online import OnlineWriter
@@ -191,9 +191,7 @@ def bench_freshness(
     settings: Settings, rate: float, seconds: float, every: int, poll_ms: float
 ) -> dict[str, float]:
     # Start from a clean database, so no row the drain wrote is taken for a fresh one.
-    host, port = settings.redis_connection_string.split(",")[0].split(":")
-    db = int(settings.redis_connection_string.split("db=")[1])
-    redis.Redis(host=host, port=int(port), db=db).flushdb()
+    sync_client(settings.redis_connection_string).flushdb()
     load_profiles(settings)
     names = topics()
     bootstrap = settings.kafka_bootstrap_servers
@@ -371,7 +369,10 @@ def main() -> int:
     parser.add_argument("--redis-db", type=int, default=11)
     args = parser.parse_args()
 
-    settings = Settings(redis_connection_string=f"localhost:6379,db={args.redis_db}")
+    settings = Settings()
+    settings = settings.model_copy(
+        update={"redis_connection_string": with_db(settings.redis_connection_string, args.redis_db)}
+    )
     load_profiles(settings)
     figures: dict[str, float] = {}
     figures |= bench_writes(settings)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from batch.aggregates import backfill_windows
+from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import copy_feature_repo
 from datagen.generate import GeneratorConfig, generate
@@ -39,7 +40,7 @@ def prepare(name: str, cfg: GeneratorConfig, redis_db: int) -> Workspace:
     shutil.rmtree(root, ignore_errors=True)
     copy_feature_repo(root)
     base = Settings()
-    redis_url = f"{base.redis_connection_string.split(',db=')[0]},db={redis_db}"
+    redis_url = with_db(base.redis_connection_string, redis_db)
     settings = Settings(feature_repo=root / "feature_repo", redis_connection_string=redis_url)
     env = os.environ | {
         "FEATURE_REPO": str(settings.feature_repo),

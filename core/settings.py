@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     feature_repo: Path = Field(default=PROJECT_ROOT / "feature_repo")
     redis_connection_string: str = Field(
         default="localhost:6379",
+        repr=False,  # it may carry a password; core.redis_url.describe says where, safely
         description="Feast Redis connection string: host:port[,username=...][,password=...][,db=N]",
     )
     kafka_bootstrap_servers: str = "localhost:9092"

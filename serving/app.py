@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from feast import FeatureService, FeatureStore
 
 from core.contract import BATCH_SCORE_VIEW
+from core.redis_url import describe
 from core.settings import Settings, get_settings
 from core.store import feature_service, open_store
 from serving.access import AccessMiddleware
@@ -30,7 +31,6 @@ from serving.online import (
     OnlineFeatureReader,
     OnlineStoreRefused,
     OnlineStoreUnavailable,
-    describe,
     redis_client,
 )
 from serving.schemas import (

@@ -30,6 +30,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
 
+from core.redis_url import parse
+
 Row = dict[str, Any]
 
 
@@ -46,13 +48,6 @@ def _unavailable(exc: Exception) -> OnlineStoreUnavailable:
     return (OnlineStoreRefused if refused else OnlineStoreUnavailable)(
         f"{type(exc).__name__}: {exc}"
     )
-
-
-def describe(connection_string: str) -> str:
-    """Where and as whom we connect, for error messages: never the password."""
-    nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
-    where = ",".join(f"{n['host']}:{n['port']}" for n in nodes)
-    return f"{where} as user {params.get('username', 'default')}, db {params.get('db', 0)}"
 
 
 @dataclass(frozen=True)
@@ -83,10 +78,10 @@ def redis_client(connection_string: str, timeout_s: float) -> aioredis.Redis:
     Every socket operation is bounded and never retried, so an outage surfaces as a
     fast error; broken connections are dropped from the pool and redialled on next use.
     """
-    nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
+    host, port, params = parse(connection_string)
     return aioredis.Redis(
-        host=nodes[0]["host"],
-        port=int(nodes[0]["port"]),
+        host=host,
+        port=port,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import redis
 
 from batch.aggregates import backfill_windows
+from core.redis_url import sync_client, with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import copy_feature_repo
 from datagen.generate import GeneratorConfig, generate
@@ -78,7 +78,7 @@ def services() -> Settings:
 def stack(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
     copy_feature_repo(root)
-    redis_url = f"{services.redis_connection_string.split(',db=')[0]},db={TEST_REDIS_DB}"
+    redis_url = with_db(services.redis_connection_string, TEST_REDIS_DB)
     # A generous online-read bound: a loaded CI box must not turn reads into 503s.
     settings = Settings(
         feature_repo=root / "feature_repo", redis_connection_string=redis_url, redis_timeout_ms=2000
@@ -89,8 +89,7 @@ def stack(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "REDIS_TIMEOUT_MS": "2000",
         "KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap_servers,
     }
-    host, port = redis_url.split(",")[0].split(":")
-    redis.Redis(host=host, port=int(port), db=TEST_REDIS_DB).flushdb()
+    sync_client(redis_url).flushdb()
 
     files = generate(DATA, settings.data_dir)
     backfill_windows(files.transactions, settings.data_dir / "user_txn_windows.parquet")

@@ -25,10 +25,11 @@ import httpx
 import psutil
 
 from core.cli import Parser, UserError, run_cli
+from core.redis_url import describe, sync_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from serving.launch import free_port, launched, serving_command
 from verify.loadgen import REFUSED, TIMED_OUT, Sample, closed_loop, open_loop, post
-from verify.private_redis import PrivateRedis, copy_rows, private_redis, sync_client
+from verify.private_redis import PrivateRedis, copy_rows, private_redis
 from verify.report import Check, table, write_json
 
 COUNTRIES = ("GB", "US", "FR", "DE", "ES", "IT")
@@ -117,7 +118,7 @@ def online_service(
         source = sync_client(settings.redis_connection_string)
         if copy_rows(source, sync_client(f"127.0.0.1:{redis_port}")) == 0:
             raise UserError(
-                f"the online store at {settings.redis_connection_string.split(',')[0]} is empty: "
+                f"the online store at {describe(settings.redis_connection_string)} is empty: "
                 "run `make materialize` (and `make train`) first"
             )
         env = os.environ | {

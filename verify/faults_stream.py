@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.redis_url import with_db
 from core.settings import Settings
 from core.store import open_store
 from devservices import PrivateKafka
@@ -224,12 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=19092, help="private broker (+1: controller)")
     args = parser.parse_args(argv)
     base = Settings()
-    settings = base.model_copy(
-        update={
-            "redis_connection_string": f"{base.redis_connection_string.split(',db=')[0]},"
-            f"db={args.redis_db}"
-        }
-    )
+    redis = with_db(base.redis_connection_string, args.redis_db)
+    settings = base.model_copy(update={"redis_connection_string": redis})
     if not (settings.model_path / "manifest.json").exists():
         print(f"error: no model in {settings.model_path}; run `make train` first", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from core.cli import Parser, run_cli
+from core.redis_url import with_db
 from core.settings import Settings
 from verify import fuzz_api, fuzz_batch, fuzz_stream
 from verify.report import Check, table, write_json
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> int:
     base = Settings()
-    redis = f"{base.redis_connection_string.split(',db=')[0]},db={args.redis_db}"
+    redis = with_db(base.redis_connection_string, args.redis_db)
     stream_settings = base.model_copy(update={"redis_connection_string": redis})
     stream, stream_s = suite(
         "stream",

@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from core.aggregations import FEATURE_NAMES, backfill_sql
 from core.cli import Parser, run_cli
 from core.contract import WINDOWS_VIEW
+from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import open_store
 from streaming.produce import ensure_topic
@@ -563,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> int:
     base = Settings()
-    redis = f"{base.redis_connection_string.split(',db=')[0]},db={args.redis_db}"
+    redis = with_db(base.redis_connection_string, args.redis_db)
     settings = base.model_copy(update={"redis_connection_string": redis})
     began = time.monotonic()
     checks = run(settings, args.budget, args.seed, load_merchants=True)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from feast.infra.online_stores.redis import RedisOnlineStore
 
 
 @dataclass
@@ -62,12 +61,6 @@ def private_redis(port: int, workdir: Path, *extra_args: str) -> Iterator[Privat
 def _accepts(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def sync_client(connection_string: str) -> redis.Redis:
-    """A blocking client parsed exactly as Feast parses its connection string."""
-    nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
-    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
 
 
 def copy_rows(source: redis.Redis, target: redis.Redis) -> int:
