@@ -55,6 +55,8 @@ def test_parse_accepts_the_shared_schema() -> None:
     got = parse(raw(GOOD))
     assert isinstance(got, Event)
     assert got.ts_us == to_us(T0)
+    whole = parse(raw(GOOD | {"user_id": 1.0}))  # an integer to JSON Schema, as to the API
+    assert isinstance(whole, Event) and whole.txn == got.txn
 
 
 @pytest.mark.parametrize(
@@ -67,6 +69,9 @@ def test_parse_accepts_the_shared_schema() -> None:
         (GOOD | {"event_timestamp": "2026-01-01T00:00:00"}, "schema", "timezone"),
         (GOOD | {"is_fraud": 1}, "schema", "is_fraud"),
         ({k: v for k, v in GOOD.items() if k != "user_id"}, "schema", "user_id"),
+        (GOOD | {"user_id": "1"}, "schema", "must be a JSON number, not str"),
+        (GOOD | {"merchant_id": True}, "schema", "must be a JSON number, not bool"),
+        (GOOD | {"amount": "12.5"}, "schema", "must be a JSON number, not str"),
     ],
 )
 def test_parse_dead_letters_keep_bytes_and_reason(body: object, reason: str, detail: str) -> None:
