@@ -369,10 +369,9 @@ def main() -> int:
     parser.add_argument("--redis-db", type=int, default=11)
     args = parser.parse_args()
 
-    settings = Settings()
-    settings = settings.model_copy(
-        update={"redis_connection_string": with_db(settings.redis_connection_string, args.redis_db)}
-    )
+    base = Settings()
+    redis = with_db(base.redis_connection_string, args.redis_db)
+    settings = base.model_copy(update={"redis_connection_string": redis})
     load_profiles(settings)
     figures: dict[str, float] = {}
     figures |= bench_writes(settings)

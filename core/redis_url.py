@@ -1,7 +1,8 @@
-"""Feast's Redis connection string, ``host:port[,username=...][,password=...][,db=N]``.
+"""Feast's Redis connection string, ``host:port[,username=...][,password=...][,db=N][,ssl=true]``.
 
-Every client here parses it as Feast's RedisOnlineStore does, so the API, the stream writer
-and the tools reach the same database with the same credentials, and none prints a password.
+These helpers parse it as Feast's RedisOnlineStore does, so the API, the tools and the tests
+reach the same database with the same credentials, and none prints a password.
+(``devservices`` keeps a small parser of its own: importing Feast costs it seconds.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def parse(connection_string: str) -> tuple[str, int, dict[str, Any]]:
 
 def with_db(connection_string: str, db: int) -> str:
     """The same server and credentials, database ``db``."""
-    first, *options = [part.strip() for part in connection_string.split(",")]
+    first, *options = connection_string.split(",")
     return ",".join([first, *(o for o in options if not o.startswith("db=")), f"db={db}"])
 
 
@@ -31,7 +32,7 @@ def describe(connection_string: str) -> str:
     return f"{where} as user {params.get('username', 'default')}, db {params.get('db', 0)}"
 
 
-def sync_client(connection_string: str, **kwargs: Any) -> redis.Redis:
+def sync_client(connection_string: str) -> redis.Redis:
     """A blocking client (tools, tests and benchmarks; the API uses an asyncio one)."""
     host, port, params = parse(connection_string)
-    return redis.Redis(host=host, port=port, **params, **kwargs)
+    return redis.Redis(host=host, port=port, **params)

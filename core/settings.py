@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     redis_connection_string: str = Field(
         default="localhost:6379",
         repr=False,  # it may carry a password; core.redis_url.describe says where, safely
-        description="Feast Redis connection string: host:port[,username=...][,password=...][,db=N]",
+        description="Feast Redis connection string:"
+        " host:port[,username=...][,password=...][,db=N][,ssl=true]",
     )
     kafka_bootstrap_servers: str = "localhost:9092"
     # --- Kafka security (librdkafka names; see core.kafka.client_config) -------------------

@@ -21,6 +21,7 @@ from . import (
     stop_kafka,
     stop_redis,
 )
+from .redis_server import parse_connection_string
 
 
 class UsageError(ServiceError):
@@ -62,7 +63,7 @@ def _run(command: str, names: list[str]) -> None:
         elif command == "check":
             up = redis_is_up(settings) if name == "redis" else kafka_is_up(settings)
             where = (
-                settings.redis_connection_string.split(",")[0]
+                parse_connection_string(settings.redis_connection_string).address
                 if name == "redis"
                 else settings.kafka_bootstrap_servers
             )

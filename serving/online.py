@@ -79,14 +79,8 @@ def redis_client(connection_string: str, timeout_s: float) -> aioredis.Redis:
     fast error; broken connections are dropped from the pool and redialled on next use.
     """
     host, port, params = parse(connection_string)
-    return aioredis.Redis(
-        host=host,
-        port=port,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        **params,
-    )
+    bounds = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    return aioredis.Redis(host=host, port=port, **(params | bounds), retry=Retry(NoBackoff(), 0))
 
 
 class OnlineFeatureReader:

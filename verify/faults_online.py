@@ -200,7 +200,7 @@ def _ms(seconds: float) -> str:
 
 
 def _kinds(samples: Sequence[Sample]) -> str:
-    """What the answers other than 200 and 503 were, e.g. `` (2 reset, 1 HTTP 500)``."""
+    """What the answers other than 200 and 503 were, e.g. `` (2 refused or reset, 1 HTTP 500)``."""
     names = {TIMED_OUT: "without an answer in 10 s", REFUSED: "refused or reset"}
     kinds = Counter(s.status for s in samples if s.status not in (200, 503))
     listed = ", ".join(f"{n} {names.get(st, f'HTTP {st}')}" for st, n in sorted(kinds.items()))

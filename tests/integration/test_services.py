@@ -8,13 +8,12 @@ import time
 import uuid
 
 import pytest
-import redis
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.redis_url import sync_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from devservices import ensure_kafka, ensure_redis, kafka_is_up, redis_is_up
-from devservices.redis_server import parse_connection_string
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +35,7 @@ def test_services_answer_and_ensure_is_idempotent(settings: Settings) -> None:
 
 
 def test_redis_set_get(settings: Settings) -> None:
-    target = parse_connection_string(settings.redis_connection_string)
-    client = redis.Redis(host=target.host, port=target.port, password=target.password, db=target.db)
+    client = sync_client(settings.redis_connection_string)
     key = f"devservices-test:{uuid.uuid4().hex}"
     try:
         assert client.set(key, b"42", ex=60)

@@ -14,7 +14,7 @@ from core.settings import Settings
         ("localhost:6379", "localhost:6379,db=8"),
         ("localhost:6379,db=3", "localhost:6379,db=8"),
         ("h:1,db=2,password=pw", "h:1,password=pw,db=8"),
-        ("h:1, username=u ,password=pw", "h:1,username=u,password=pw,db=8"),
+        ("h:1,username=u,password=pw,ssl=true", "h:1,username=u,password=pw,ssl=true,db=8"),
     ],
 )
 def test_with_db_replaces_only_the_database(given: str, expected: str) -> None:
