@@ -111,7 +111,7 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         "feast": lua(tmp / "feast.lua", FEAST_ONE, 1, args.users, args.merchants, False),
     }
     ours, feast = "http://127.0.0.1:18000", "http://127.0.0.1:16566"
-    env = ws.env | {"PROMETHEUS_MULTIPROC_DIR": str(tmp)}
+    env = ws.env | {"PROMETHEUS_MULTIPROC_DIR": str(tmp)}  # for feast serve's gunicorn workers
     feast_cli = str(Path(sys.executable).with_name("feast"))
     serve_ours = serving_command(18000, workers)
     serve_feast = [

@@ -27,8 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> int:
     workers = args.workers or os.cpu_count() or 1
     settings = get_settings()
-    # Workers share their metric samples through files here (see serving.metrics).
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fraud-metrics-"))
+    # Workers share their metric samples through files in a directory of this run's own
+    # (see serving.metrics). Never an inherited one: importing feast.metrics sets this
+    # variable as a side effect, and a parent's samples would be summed into /metrics
+    # (seen in the tests: 401s counted from another process's app).
+    metrics_dir = tempfile.mkdtemp(prefix="fraud-metrics-")
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):  # both names read
+        os.environ[name] = metrics_dir
     uvicorn.run(
         "serving.app:create_app",
         factory=True,

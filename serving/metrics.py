@@ -1,7 +1,8 @@
 """Prometheus metrics; multi-process aware, since uvicorn runs one worker per core.
 
-``python -m serving`` sets PROMETHEUS_MULTIPROC_DIR before the workers start, so each
-worker writes its samples to shared files and /metrics aggregates them all.
+``python -m serving`` points PROMETHEUS_MULTIPROC_DIR at a fresh directory before the
+workers start, so each worker writes its samples to shared files and /metrics aggregates
+them all, and nothing else's.
 """
 
 from __future__ import annotations

@@ -128,7 +128,6 @@ def online_service(
             "REDIS_TIMEOUT_MS": str(settings.redis_timeout_ms),
             "SERVING_LIMIT_CONCURRENCY": str(settings.serving_limit_concurrency),
             "SERVING_MAX_IN_FLIGHT": str(settings.serving_max_in_flight),
-            "PROMETHEUS_MULTIPROC_DIR": str(workdir),
         }
         url = f"http://127.0.0.1:{port}"
         cmd = serving_command(port, workers)

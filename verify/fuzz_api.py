@@ -130,7 +130,6 @@ def served(settings: Settings, workdir: Path) -> Iterator[str]:
         "MODEL_DIR": str(settings.model_path),
         "REDIS_CONNECTION_STRING": settings.redis_connection_string,
         "REDIS_TIMEOUT_MS": str(settings.redis_timeout_ms),
-        "PROMETHEUS_MULTIPROC_DIR": str(workdir),
     }
     env.pop("API_KEY", None)  # the fuzzer explores the API itself, not the key check
     with launched(serving_command(port), f"{url}/ready", workdir / "serve.log", env, PROJECT_ROOT):
