@@ -284,11 +284,13 @@ def overload(
     capacity_s: float = 5.0,
     factor: float = 2.0,
     latency_bound_s: float = 1.0,
-    min_goodput: float = 0.5,
+    min_goodput: float = 1 / 3,
 ) -> list[Check]:
     """Measure capacity, offer ``factor`` times it open-loop for ``budget_s``, then recover.
 
     The server gets every core but the last, one worker each; the load generator the last.
+    ``min_goodput`` asks that shedding keeps a third of capacity answered: rejecting costs
+    the same core, and quiet runs kept 47-110% (capacity itself measures 700-1,300 req/s).
     """
     server_cpus, client_cpus = split_cores()
     workers = len(server_cpus or {0})
