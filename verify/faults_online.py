@@ -290,7 +290,7 @@ def overload(
 
     The server gets every core but the last, one worker each; the load generator the last.
     ``min_goodput`` asks that shedding keeps a third of capacity answered: rejecting costs
-    the same core, and quiet runs kept 47-110% (capacity itself measures 700-1,300 req/s).
+    the same core, and quiet runs kept 47-110% (capacity itself measures 700-1,550 req/s).
     """
     server_cpus, client_cpus = split_cores()
     workers = len(server_cpus or {0})
