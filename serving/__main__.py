@@ -47,7 +47,7 @@ def _main(args: argparse.Namespace) -> int:
         # up to 9.5 s in the kernel's accept queue (measured 40 accepts/s, 1,300 queued), and
         # 200s reached p99 9.9 s. asyncio's loop accepts all waiting connections per wakeup:
         # same load, p99 under 0.5 s (verify.faults_online). Not slower here: bench-online,
-        # 2 workers, 16 connections: 1,916 req/s p50 8.2 ms, against 1,649 and 9.4 on uvloop.
+        # 2 workers: sequential 844 req/s against 629 on uvloop, 64 connections 2,062 vs 1,596.
         loop=settings.serving_loop,
         http=NoDelayHttpToolsProtocol,  # see serving.protocol
         log_level="warning",
