@@ -21,8 +21,8 @@ def parse(connection_string: str) -> tuple[str, int, dict[str, Any]]:
 
 def with_db(connection_string: str, db: int) -> str:
     """The same server and credentials, database ``db``."""
-    first, *options = connection_string.split(",")
-    return ",".join([first, *(o for o in options if not o.startswith("db=")), f"db={db}"])
+    kept = [part for part in connection_string.split(",") if not part.startswith("db=")]
+    return ",".join([*kept, f"db={db}"])
 
 
 def describe(connection_string: str) -> str:
