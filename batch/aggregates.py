@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 from core.aggregations import backfill_sql
+from core.duck import connect
 
 
 def backfill_windows(transactions: Path, out: Path) -> int:
     """Compute every window aggregate at every transaction; returns the row count."""
     if not transactions.exists():
         raise FileNotFoundError(2, "no such file", str(transactions))
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     source = f"read_parquet('{transactions}')"
     tmp = out.with_suffix(".tmp")
     con.execute(

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from feast import FeatureService, FeatureStore, FileSource
-from feast.on_demand_feature_view import OnDemandFeatureView
 
 from core.cli import UserError
+from core.plan import OnDemandRead, StoredRead, plan_service
 
 # Offline stores whose sources are parquet files DuckDB can read directly.
 PARQUET_STORES = ("duckdb", "file", "dask")
@@ -37,39 +37,20 @@ class ViewSpec:
 
 @dataclass(frozen=True)
 class RetrievalPlan:
-    service: FeatureService
+    """The service's plan with each stored view resolved to its parquet file."""
+
     views: tuple[ViewSpec, ...]
-    odfvs: tuple[OnDemandFeatureView, ...]
-    request_fields: tuple[str, ...]
+    on_demand: tuple[OnDemandRead, ...]
 
 
 def build_plan(store: FeatureStore, service: FeatureService) -> RetrievalPlan:
     """Views, columns and on-demand transforms of ``service``, as Feast would retrieve them."""
-    wanted: dict[str, list[str]] = {}
-    odfvs: list[OnDemandFeatureView] = []
-    request_fields: list[str] = []
-    odfv_names = {o.name for o in store.list_on_demand_feature_views()}
-    for projection in service.feature_view_projections:
-        if projection.name in odfv_names:
-            odfv = store.get_on_demand_feature_view(projection.name)
-            odfvs.append(odfv)
-            for source in odfv.source_feature_view_projections.values():
-                _add(wanted, source.name, [f.name for f in source.features])
-            for request in odfv.source_request_sources.values():
-                request_fields += [f.name for f in request.schema if f.name not in request_fields]
-        else:
-            _add(wanted, projection.name, [f.name for f in projection.features])
-    views = tuple(_view_spec(store, name, features) for name, features in wanted.items())
-    return RetrievalPlan(service, views, tuple(odfvs), tuple(request_fields))
+    plan = plan_service(store, service)
+    return RetrievalPlan(tuple(_view_spec(read) for read in plan.stored), plan.on_demand)
 
 
-def _add(wanted: dict[str, list[str]], view: str, features: list[str]) -> None:
-    have = wanted.setdefault(view, [])
-    have += [f for f in features if f not in have]
-
-
-def _view_spec(store: FeatureStore, name: str, features: list[str]) -> ViewSpec:
-    view = store.get_feature_view(name)
+def _view_spec(read: StoredRead) -> ViewSpec:
+    view, name, features = read.view, read.name, read.features
     source = view.batch_source
     if not isinstance(source, FileSource) or not source.path.endswith(".parquet"):
         raise UserError(
@@ -85,7 +66,7 @@ def _view_spec(store: FeatureStore, name: str, features: list[str]) -> ViewSpec:
         timestamp_field=source.timestamp_field,
         created_timestamp_column=source.created_timestamp_column or None,
         ttl=view.ttl if view.ttl else None,  # Feast treats a zero TTL as "never expires"
-        features=tuple(features),
+        features=features,
         field_mapping=tuple((mapping.get(f, f), f) for f in features),
         dtypes=tuple((f.name, str(f.dtype)) for f in view.features if f.name in features),
     )

@@ -17,6 +17,7 @@ from feast.data_source import PushMode
 from batch.entities import day_bounds
 from batch.pit import literal
 from core.contract import BATCH_SCORE_VIEW
+from core.duck import connect
 
 PUSH_BATCH = 20_000  # rows per online write: bounds memory, keeps Redis pipelines short
 
@@ -27,8 +28,7 @@ def publish_scores(store: FeatureStore, partition: Path, day: date) -> int:
     push = view.stream_source
     offline = view.batch_source
     assert isinstance(push, PushSource) and isinstance(offline, FileSource)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     parts = sorted(partition.glob("part-*.parquet"))
     if not parts:
         return 0

@@ -8,19 +8,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 from feast import FeatureService, FeatureStore
-from feast.on_demand_feature_view import OnDemandFeatureView
 
 from batch.pit import Partition, pit_sql
 from batch.plan import RetrievalPlan
-
-
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB in UTC, so TTL arithmetic and naive timestamps match Feast's."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    return con
 
 
 def duckdb_features(
@@ -47,15 +37,9 @@ def feast_features(
 
 def apply_odfvs(plan: RetrievalPlan, table: pa.Table) -> pa.Table:
     """Run each on-demand view's own transform (from the registry) on just its inputs."""
-    for odfv in plan.odfvs:
-        inputs = [c for c in odfv_inputs(odfv) if c in table.column_names]
-        out = odfv.transform_arrow(table.select(inputs), False)
-        for field in odfv.features:
+    for read in plan.on_demand:
+        inputs = [c for c in read.inputs if c in table.column_names]
+        out = read.view.transform_arrow(table.select(inputs), False)
+        for field in read.view.features:
             table = table.append_column(field.name, out[field.name])
     return table
-
-
-def odfv_inputs(odfv: OnDemandFeatureView) -> list[str]:
-    names = [f.name for s in odfv.source_request_sources.values() for f in s.schema]
-    names += [f.name for p in odfv.source_feature_view_projections.values() for f in p.features]
-    return names

@@ -31,9 +31,10 @@ from batch.pit import Partition
 from batch.plan import RetrievalPlan, build_plan, supports_duckdb
 from batch.progress import Progress
 from batch.publish import publish_scores
-from batch.retrieve import connect, duckdb_features, feast_features
+from batch.retrieve import duckdb_features, feast_features
 from core.cli import UserError
-from core.contract import ENTITY_KEYS, feature_order
+from core.contract import ENTITY_KEYS
+from core.duck import connect
 from core.predictor import Predictor
 from core.settings import Settings
 from core.store import feature_service, open_store
@@ -195,8 +196,8 @@ def score_chunk(job: Job, index: int) -> ChunkResult:
         cursor.close()
     if table.num_rows == 0:
         return ChunkResult(None, 0, 0, {})
-    features = feature_order(job.service)
-    scores = job.predictor.predict(table.select(features).to_pandas())
+    features = job.predictor.features
+    scores = job.predictor.predict(table)
     nulls = {name: table[name].null_count for name in features}
     any_null = np.zeros(table.num_rows, dtype=bool)
     for name in features:

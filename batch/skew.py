@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 from feast import FeatureService, FeatureStore
@@ -25,6 +24,8 @@ from feast.feature_logging import LOG_TIMESTAMP_FIELD
 from batch.pit import literal
 from core.cli import UserError
 from core.contract import ENTITY_KEYS, REQUEST_FIELDS
+from core.duck import connect
+from core.plan import plan_service
 from core.settings import Settings
 from core.store import feature_service, open_store
 
@@ -87,8 +88,7 @@ def read_sample(logs: Path, rows: int, seed: int) -> pd.DataFrame:
     if not files:
         raise UserError(f"no feature logs (*.parquet) under {logs}")
     paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     sql = (
         f"SELECT * FROM read_parquet({paths}, union_by_name = true)"
         f" USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE ({int(seed)})"
@@ -106,13 +106,10 @@ def compare(
     entities[ROW] = np.arange(len(logged))
     offline = store.get_historical_features(entity_df=entities, features=service).to_df()
     offline = offline.set_index(ROW).sort_index()
-    out = []
-    for projection in service.feature_view_projections:
-        for f in projection.features:
-            served = _numbers(logged[f"{projection.name_to_use()}__{f.name}"])
-            truth = _numbers(offline[f.name])
-            out.append(_drift(f.name, served, truth))
-    return out
+    return [
+        _drift(feature, _numbers(logged[f"{view}__{feature}"]), _numbers(offline[feature]))
+        for view, feature, _ in plan_service(store, service).log_columns
+    ]
 
 
 def _numbers(column: pd.Series) -> np.ndarray:

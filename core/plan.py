@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 
+from core.contract import feature_order
+
 
 @dataclass(frozen=True)
 class StoredRead:
@@ -36,6 +38,7 @@ class OnDemandRead:
 
     view: OnDemandFeatureView
     outputs: tuple[str, ...]
+    inputs: tuple[str, ...]  # the request fields and stored features its transform reads
 
 
 @dataclass(frozen=True)
@@ -70,16 +73,18 @@ def plan_service(store: FeatureStore, service: FeatureService) -> ServicePlan:
         if odfv is None:
             _add(wanted, projection.name, names)
             continue
-        on_demand.append(OnDemandRead(odfv, tuple(names)))
+        fields = [f.name for r in odfv.source_request_sources.values() for f in r.schema]
+        inputs = list(fields)
         for source in odfv.source_feature_view_projections.values():
             _add(wanted, source.name, [f.name for f in source.features])
-        for request in odfv.source_request_sources.values():
-            request_fields += [f.name for f in request.schema if f.name not in request_fields]
+            inputs += [f.name for f in source.features]
+        on_demand.append(OnDemandRead(odfv, tuple(names), tuple(inputs)))
+        request_fields += [f for f in fields if f not in request_fields]
     stored = tuple(
         StoredRead(store.get_feature_view(name), tuple(features))
         for name, features in wanted.items()
     )
-    order = tuple(f.name for p in service.feature_view_projections for f in p.features)
+    order = tuple(feature_order(service))
     return ServicePlan(
         service, stored, tuple(on_demand), tuple(request_fields), order, tuple(log_columns)
     )

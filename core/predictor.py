@@ -12,11 +12,12 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from feast import FeatureService
 from scipy.special import expit
 from sklearn.impute import SimpleImputer
@@ -27,8 +28,8 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from core.cli import UserError
 from core.contract import feature_order
 
-# A DataFrame, or a dict of columns as Feast's OnlineResponse.to_dict() returns them.
-Columns = Mapping[str, Sequence[Any] | np.ndarray] | pd.DataFrame
+# A DataFrame or Arrow table, or a dict of columns as Feast's OnlineResponse.to_dict() gives.
+Columns: TypeAlias = Mapping[str, Sequence[Any] | np.ndarray] | pd.DataFrame | pa.Table
 
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
@@ -123,7 +124,10 @@ class Predictor:
         return cls(joblib.load(model_path), manifest)
 
     def matrix(self, columns: Columns) -> np.ndarray:
-        """Feature matrix in contract order; None/null become NaN for the imputer."""
+        """Feature matrix in contract order, picked by name: the one place order is enforced.
+
+        None/null become NaN for the imputer.
+        """
         return np.column_stack(
             [np.asarray(columns[name], dtype=np.float64) for name in self.features]
         )

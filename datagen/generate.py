@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.duck import connect
 from core.events import LABELED_TRANSACTION_SCHEMA
 from datagen.population import Population, make_population
 from datagen.transactions import time_slice
@@ -111,8 +111,7 @@ def generate(cfg: GeneratorConfig, data_dir: Path) -> DataFiles:
 
 def _write_profiles(cfg: GeneratorConfig, pop: Population, files: DataFiles) -> None:
     """Daily snapshots at 00:00 UTC, computed only from what happened before that midnight."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     con.register("users", pop.users[["user_id", "signup_us", "home_country"]])
     con.register("merchants", pop.merchants)
     start = f"TIMESTAMPTZ '{cfg.first_day():%Y-%m-%d} 00:00:00+00'"

@@ -10,12 +10,8 @@ writes it as parquet). ``python -m batch skew`` compares these logs with point-i
 offline retrieval. The FeatureService in the registry stays unchanged: the logging
 config is attached to an in-memory copy, so enabling logs needs no ``feast apply``.
 
-Feast's writer rather than a hand-written parquet sink, measured (bench.bench_feature_log,
-2 shared cores): a 5000-row flush costs 17.5 ms through ``write_logged_features`` against
-3.9 ms for ``pyarrow.parquet.write_table``, plus 18.8 ms to build the table, all off the
-request path; ``record`` costs 1.1 us a request. One worker under 4 clients answered
-p50 4.8-5.7 ms / p99 8.9-22.7 ms with logging off and 5.3-5.6 / 16.1-20.2 ms with it on,
-run-to-run noise, with every one of 6400 requests logged.
+Feast's writer rather than a hand-written parquet sink: its cost is off the request path
+(figures: ``docs/performance.md``, "Feature logging").
 """
 
 from __future__ import annotations
@@ -41,12 +37,14 @@ from feast.feature_logging import (
 from feast.infra.offline_stores.file_source import FileLoggingDestination
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
-from serving.online import OnlineRead, Row
+from core.plan import ServicePlan, plan_service
+from serving.online import OnlineRead, RequestRow
 
 log = logging.getLogger(__name__)
 FLUSH_ROWS = 5000  # write as soon as this many rows wait
 FLUSH_S = 2.0  # and at least this often
 MAX_PENDING_ROWS = 200_000  # past this (a writer far behind) new rows are dropped and counted
+Pending = tuple[Sequence[RequestRow], OnlineRead, float]  # one request's rows, read and time
 
 
 class FeatureLog:
@@ -62,25 +60,23 @@ class FeatureLog:
             FileLoggingDestination(path=str(path)), sample_rate
         )
         self.schema = FeatureServiceLoggingSource(service, store.project).get_schema(store.registry)
-        self.columns = _column_plan(store, service)
+        self.columns = _column_plan(plan_service(store, service))
         self.keys = [n for n in self.schema.names if "__" not in n]  # join keys, request fields
-        self.epoch_s = {f.name for f in self.schema if pa.types.is_timestamp(f.type)}
         self.sample_rate = sample_rate
-        self._pending: list[tuple[Sequence[Row], OnlineRead, float]] = []
+        self._pending: list[Pending] = []
         self._rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
-        self.written = 0
-        self.dropped = 0
+        self._dropped = 0
         self._thread = threading.Thread(target=self._run, name="feature-log", daemon=True)
         self._thread.start()
 
-    def record(self, rows: Sequence[Row], read: OnlineRead, now: float) -> None:
+    def record(self, rows: Sequence[RequestRow], read: OnlineRead, now: float) -> None:
         """Queue one request's vectors (what the request path pays: an append)."""
         with self._lock:
             if self._rows >= MAX_PENDING_ROWS:
-                self.dropped += len(rows)
+                self._dropped += len(rows)
                 return
             self._pending.append((rows, read, now))
             self._rows += len(rows)
@@ -108,13 +104,15 @@ class FeatureLog:
     def flush(self) -> int:
         with self._lock:
             pending, self._pending, self._rows = self._pending, [], 0
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            log.warning("feature log: %d rows dropped, the writer fell behind", dropped)
         table = self.to_table(pending)
         if table.num_rows:
             self.store.write_logged_features(table, self.service)
-            self.written += table.num_rows
         return table.num_rows
 
-    def to_table(self, pending: Sequence[tuple[Sequence[Row], OnlineRead, float]]) -> pa.Table:
+    def to_table(self, pending: Sequence[Pending]) -> pa.Table:
         """The buffered requests in Feast's log schema, sampled at ``sample_rate``."""
         arrays = _arrays(self.schema, self.keys, self.columns, pending)
         table = pa.Table.from_arrays([arrays[n] for n in self.schema.names], schema=self.schema)
@@ -128,26 +126,20 @@ class FeatureLog:
 _Column = tuple[str, str, str | None]
 
 
-def _column_plan(store: FeatureStore, service: FeatureService) -> list[_Column]:
-    odfvs = {o.name for o in store.list_on_demand_feature_views()}
-    return [
-        (f"{p.name_to_use()}__{f.name}", f.name, None if p.name in odfvs else p.name)
-        for p in service.feature_view_projections
-        for f in p.features
-    ]
+def _column_plan(plan: ServicePlan) -> list[_Column]:
+    return [(f"{use}__{feature}", feature, view) for use, feature, view in plan.log_columns]
 
 
 def _arrays(
     schema: pa.Schema,
     keys: list[str],
     columns: list[_Column],
-    pending: Sequence[tuple[Sequence[Row], OnlineRead, float]],
+    pending: Sequence[Pending],
 ) -> dict[str, pa.Array]:
     """Every log column over all buffered requests, one column at a time.
 
-    Row by row (a dict per row, Python datetimes) it took 76 us a row, and column by column
-    per request still 38 us a row for single-record requests, all of it holding the GIL the
-    request path needs; chaining each column across requests takes a few us a row.
+    Columns chained across requests, not rows: the build holds the GIL the request path
+    needs (figures: ``docs/performance.md``, "Feature logging").
     """
     rows = [row for request_rows, _, _ in pending for row in request_rows]
     reads = [read for _, read, _ in pending]

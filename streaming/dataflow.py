@@ -30,7 +30,7 @@ from bytewax.dataflow import Dataflow, Stream
 from core.kafka import client_config
 from core.settings import get_settings
 from streaming.records import Chunk, DeadLetter, Raw, Stepped
-from streaming.runtime import Runtime, get_runtime
+from streaming.runtime import FlowRuntime, get_flow_runtime
 from streaming.sinks import DeadLetterSink, OnlineSink, ScoreSink
 from streaming.sources import ParquetSource, from_kafka, from_line
 from streaming.windows import ShardLogic
@@ -64,8 +64,8 @@ def get_flow(replay: str | None = None, out_dir: str | None = None, tail: bool =
     settings = get_settings()
     flow = Dataflow("fraud_stream")
 
-    def runtime() -> Runtime:
-        return get_runtime(settings)
+    def runtime() -> FlowRuntime:
+        return get_flow_runtime(settings)
 
     items: Stream[Any]
     to_raw: Callable[[Any], Raw | None]

@@ -23,7 +23,7 @@ REASONS: tuple[Reason, ...] = ("bad_json", "schema", "future", "late", "unknown_
 # would make every later event of its user "late" (lateness is judged per user).
 MAX_FUTURE_US = 300 * 1_000_000
 Aggregates = dict[str, int | float | None]
-Row = tuple[int, int, Aggregates]  # user_id, version_us, aggregates: one online-store row
+WindowRow = tuple[int, int, Aggregates]  # user_id, version_us, aggregates: one online-store row
 
 
 @dataclass(slots=True)
@@ -83,7 +83,7 @@ class Stepped:
 
     events: list[Enriched]
     at_event: list[Aggregates]
-    rows: list[Row]
+    rows: list[WindowRow]
     dead: list[DeadLetter]
 
 

@@ -54,7 +54,9 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
-class Runtime:
+class FlowRuntime:
+    """The per-process resources the flow's steps share: profiles, predictor, writer, metrics."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         store = open_store(settings)
@@ -109,7 +111,7 @@ class Runtime:
             return []
         began = time.perf_counter()
         at_event = [a for s in stepped for a in s.at_event]
-        columns = feature_columns(events, at_event, self.predictor.features)
+        columns = feature_columns(events, at_event)
         scores = self.predictor.predict(columns).tolist()
         now_ms = time.time() * 1000
         version = self.predictor.version
@@ -147,12 +149,12 @@ class Runtime:
 
 
 _lock = threading.Lock()
-_runtimes: dict[str, Runtime] = {}
+_runtimes: dict[str, FlowRuntime] = {}
 
 
-def get_runtime(settings: Settings) -> Runtime:
+def get_flow_runtime(settings: Settings) -> FlowRuntime:
     key = settings.model_dump_json()
     with _lock:
         if key not in _runtimes:
-            _runtimes[key] = Runtime(settings)
+            _runtimes[key] = FlowRuntime(settings)
         return _runtimes[key]

@@ -20,11 +20,11 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from core.settings import Settings
 from streaming.records import Stepped
-from streaming.runtime import Runtime, Score, get_runtime
+from streaming.runtime import FlowRuntime, Score, get_flow_runtime
 
 
 class _OnlinePartition(StatelessSinkPartition[Stepped]):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: FlowRuntime) -> None:
         self.runtime = runtime
 
     def write_batch(self, items: list[Stepped]) -> None:
@@ -38,7 +38,7 @@ class OnlineSink(DynamicSink[Stepped]):
         self.settings = settings
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _OnlinePartition:
-        return _OnlinePartition(get_runtime(self.settings))
+        return _OnlinePartition(get_flow_runtime(self.settings))
 
 
 # librdkafka gives up on a message after ``message.timeout.ms`` (default 300 s) and says so

@@ -38,7 +38,7 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from core.aggregations import WINDOWS, UserWindowState
-from streaming.records import Aggregates, Chunk, DeadLetter, Enriched, Row, Stepped
+from streaming.records import Aggregates, Chunk, DeadLetter, Enriched, Stepped, WindowRow
 
 _US = 1_000_000
 MAX_WINDOW_US = max(int(w.window.total_seconds()) * _US for w in WINDOWS)
@@ -186,7 +186,7 @@ class ShardWindows:
                     peers.append(len(at_event))
                 applied_events.append(enriched)
                 at_event.append(applied.at_event)
-        rows: list[Row] = [
+        rows: list[WindowRow] = [
             (u, w.version_us, w.latest) for u, w in touched.items() if w.latest is not None
         ]
         return Stepped(applied_events, at_event, rows, dead)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 from feast import FeatureService, FeatureStore
 
 from core.contract import ENTITY_KEYS, REQUEST_FIELDS
+from core.duck import connect
 from core.events import LABEL
 
 
@@ -18,11 +18,15 @@ def entity_frame(transactions: Path, start: datetime, end: datetime) -> pd.DataF
     if not transactions.exists():
         raise FileNotFoundError(2, "no such file", str(transactions))
     cols = ", ".join(("transaction_id", *ENTITY_KEYS, *REQUEST_FIELDS, "event_timestamp", LABEL))
-    return duckdb.execute(
-        f"SELECT {cols} FROM read_parquet(?) WHERE event_timestamp >= ? AND event_timestamp < ?"
-        " ORDER BY event_timestamp",
-        [str(transactions), start, end],
-    ).df()
+    return (
+        connect()
+        .execute(
+            f"SELECT {cols} FROM read_parquet(?) WHERE event_timestamp >= ? AND event_timestamp < ?"
+            " ORDER BY event_timestamp",
+            [str(transactions), start, end],
+        )
+        .df()
+    )
 
 
 def training_frame(

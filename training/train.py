@@ -11,7 +11,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import joblib
 import numpy as np
 from sklearn.impute import SimpleImputer
@@ -21,6 +20,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from core.cli import UserError
 from core.contract import feature_order
+from core.duck import connect
 from core.events import LABEL
 from core.predictor import MANIFEST_FILE, MODEL_FILE, file_sha256, signed_log1p
 from core.settings import Settings
@@ -58,7 +58,7 @@ def make_pipeline(seed: int) -> Pipeline:
 def _time_range(transactions: Path) -> tuple[datetime, datetime]:
     if not transactions.exists():
         raise FileNotFoundError(2, "no such file", str(transactions))
-    lo, hi = duckdb.execute(
+    lo, hi = connect().execute(
         "SELECT min(event_timestamp), max(event_timestamp) FROM read_parquet(?)",
         [str(transactions)],
     ).fetchone() or (None, None)

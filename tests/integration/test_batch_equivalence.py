@@ -18,7 +18,8 @@ import pytest
 from feast import FeatureStore
 
 from batch.plan import build_plan
-from batch.retrieve import connect, duckdb_features, feast_features
+from batch.retrieve import duckdb_features, feast_features
+from core.duck import connect
 from core.settings import Settings
 from core.store import copy_feature_repo, feature_service, open_store
 from datagen.generate import PUBLISHED_SCORE_SCHEMA

@@ -2,7 +2,6 @@
 
 from datetime import datetime, timedelta, timezone
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +14,7 @@ from core.aggregations import (
     backfill_sql,
     to_us,
 )
+from core.duck import connect
 
 
 def brute_force(events: pd.DataFrame) -> pd.DataFrame:
@@ -84,8 +84,7 @@ def test_duckdb_backfill_equals_brute_force(events: pd.DataFrame) -> None:
     expected = (
         brute_force(events).sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
     )
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     con.register("events", events)
     got = (
         con.execute(backfill_sql("events") + " ORDER BY user_id, event_timestamp")

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import duckdb
 import pandas as pd
 import pytest
-from feast import FeatureService
 
 from batch.__main__ import parse_date, positive_int
 from batch.backfill import dates
 from batch.pit import Partition, pit_sql
 from batch.plan import RetrievalPlan, ViewSpec
+from core.duck import connect
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 H = timedelta(hours=1)
@@ -23,7 +22,7 @@ H = timedelta(hours=1)
 
 def plan_for(path: str, created: str | None) -> RetrievalPlan:
     view = ViewSpec("v", path, ("user_id",), "ts", created, 2 * H, ("f",), (("f", "f"),))
-    return RetrievalPlan(FeatureService(name="s", features=[]), (view,), (), ())
+    return RetrievalPlan((view,), ())
 
 
 def test_latest_fresh_row_wins_with_created_tie_break(tmp_path: pytest.TempPathFactory) -> None:
@@ -58,7 +57,7 @@ def test_latest_fresh_row_wins_with_created_tie_break(tmp_path: pytest.TempPathF
         T0 + 4 * H,
         order_by=("n",),
     )
-    got = duckdb.execute(sql).fetchall()
+    got = connect().execute(sql).fetchall()
     # before any row; exact match; latest-created duplicate; past the TTL; boundary; no rows.
     assert [row[-1] for row in got] == [None, 1, 3, None, 4, None]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from batch import validate
 from core.cli import UserError
+from core.duck import connect
 
 GOOD = (
     "SELECT 'tx-' || i AS transaction_id, i::BIGINT AS user_id, (i % 3)::BIGINT AS merchant_id,"
@@ -18,7 +18,7 @@ GOOD = (
 
 
 def rows_error(sql: str) -> str | None:
-    con = duckdb.connect()
+    con = connect()
     con.execute(f"CREATE VIEW entities AS {sql}")
     try:
         validate.entity_rows(con, "entities", Path("day.parquet"), "the rows of 2026-11-27")

@@ -13,7 +13,7 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 from batch.skew import _drift
 from core.settings import Settings
 from serving.feature_log import _arrays
-from serving.online import OnlineRead, Row
+from serving.online import OnlineRead, RequestRow
 
 
 def test_drift_counts_equal_missing_and_distance() -> None:
@@ -46,7 +46,7 @@ def test_logged_status_says_why_a_value_is_missing() -> None:
     )
     at = datetime(2026, 1, 2, tzinfo=timezone.utc)
     one = OnlineRead({"a": [2.0], "b": [2.0], "c": [2.0], "d": [0.5]}, {"v": [100.0]}, [set()])
-    pending: list[tuple[list[Row], OnlineRead, float]] = [
+    pending: list[tuple[list[RequestRow], OnlineRead, float]] = [
         ([{"user_id": 7}, {"user_id": 8}], read, at.timestamp() + 0.25),
         ([{"user_id": 9, "transaction_id": "t9"}], one, at.timestamp()),
     ]
