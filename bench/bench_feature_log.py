@@ -24,13 +24,14 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 
-from bench.workspace import RESULTS, prepare
 from core.settings import PROJECT_ROOT
 from core.store import feature_service, open_store
 from datagen.generate import GeneratorConfig
+from harness.report import RESULTS_DIR as RESULTS
+from harness.servers import launched, serving_command
+from harness.workspace import prepare
 from serving.feature_log import FLUSH_S, FeatureLog
-from serving.launch import launched, serving_command
-from serving.online import OnlineRead, Row
+from serving.online import OnlineRead, RequestRow
 
 PORT = 18210
 
@@ -112,13 +113,15 @@ def flush_costs(ws_env: dict[str, str], logs: Path) -> dict[str, float]:
     return out
 
 
-def _request(names: list[tuple[str, str, str | None]], n: int) -> tuple[list[Row], OnlineRead]:
+def _request(
+    names: list[tuple[str, str, str | None]], n: int
+) -> tuple[list[RequestRow], OnlineRead]:
     read = OnlineRead(
         columns={feature: [1.0] * n for _, feature, _ in names},
         timestamps={view: [time.time()] * n for _, _, view in names if view},
         stale=[set() for _ in range(n)],
     )
-    rows: list[Row] = [
+    rows: list[RequestRow] = [
         {"user_id": i, "merchant_id": 1, "amount": 1.0, "channel": "pos", "country": "GB"}
         for i in range(n)
     ]

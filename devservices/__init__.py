@@ -11,14 +11,12 @@ from core.settings import Settings, get_settings
 
 from ._common import ServiceError, ServiceHandle
 from .kafka_broker import ensure_kafka, kafka_is_up, kafka_status, stop_kafka
-from .private_kafka import PrivateKafka
 from .redis_server import ensure_redis, redis_is_up, redis_status, stop_redis
 
 SERVICES = ("redis", "kafka")
 
 __all__ = [
     "SERVICES",
-    "PrivateKafka",
     "ServiceError",
     "ServiceHandle",
     "ensure_all",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import NoReturn
 
+from core.cli import Parser, run_cli
+from core.redis_url import parse
 from core.settings import get_settings
 
 from . import (
@@ -21,22 +22,10 @@ from . import (
     stop_kafka,
     stop_redis,
 )
-from .redis_server import parse_connection_string
-
-
-class UsageError(ServiceError):
-    """Bad command line; exits 2 like argparse does."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse prints usage plus an error on two lines; we want one ``error:`` line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see `python -m devservices --help`)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="fraud-services",
         description="Start, stop or inspect the local Redis and Kafka the project uses. "
         "Servers that already answer are reused; `down` stops only what `up` started.",
@@ -63,7 +52,7 @@ def _run(command: str, names: list[str]) -> None:
         elif command == "check":
             up = redis_is_up(settings) if name == "redis" else kafka_is_up(settings)
             where = (
-                parse_connection_string(settings.redis_connection_string).address
+                parse(settings.redis_connection_string).address
                 if name == "redis"
                 else settings.kafka_bootstrap_servers
             )
@@ -77,29 +66,17 @@ def _run(command: str, names: list[str]) -> None:
             print(redis_status(settings) if name == "redis" else kafka_status(settings))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; errors become a single ``error:`` line and a non-zero exit code."""
-    try:
-        args = _parser().parse_args(argv)
-        names = [args.only] if args.only else list(SERVICES)
-        if args.command == "down":
-            names.reverse()  # Kafka first, mirroring `up`
-        _run(args.command, names)
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, UsageError) else 1
-    except KeyboardInterrupt:
-        print(
-            "error: interrupted; run `python -m devservices status` to see what is up",
-            file=sys.stderr,
-        )
-        return 130
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except Exception as exc:  # never a traceback for the user
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+def _handle(args: argparse.Namespace) -> int:
+    names = [args.only] if args.only else list(SERVICES)
+    if args.command == "down":
+        names.reverse()  # Kafka first, mirroring `up`
+    _run(args.command, names)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; a ``ServiceError`` is one ``error:`` line and exit code 2."""
+    return run_cli(_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

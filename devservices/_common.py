@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from core.cli import UserError
+
 STOP_GRACE_S = 10.0
 
 
-class ServiceError(RuntimeError):
-    """A one-line, user-facing failure; the CLI prints it as ``error: <message>``."""
+class ServiceError(UserError):
+    """A service could not be found, started or stopped; ``core.cli`` prints it in one line."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ repo, so nothing is downloaded twice and no Kafka tarball or Docker is needed. T
 controller listens on bootstrap port + 1 (9093 for the default 9092). Topic data lives in
 a fresh temporary directory that ``down`` deletes: every ``up`` starts from empty.
 A broker whose data survives a stop and start (for fault tests) is
-``devservices.private_kafka.PrivateKafka``; it shares ``broker_command`` with this one.
+``harness.servers.PrivateKafka``; it shares ``broker_command`` with this one.
 """
 
 from __future__ import annotations

@@ -8,14 +8,14 @@ from typing import Any
 
 from core.predictor import Predictor
 from serving.feature_log import FeatureLog
-from serving.online import OnlineFeatureReader, Row
+from serving.online import OnlineFeatureReader, RequestRow
 from serving.schemas import PredictResult
 
 
 async def score_rows(
     reader: OnlineFeatureReader,
     predictor: Predictor,
-    rows: Sequence[Row],
+    rows: Sequence[RequestRow],
     timeout_s: float,
     explain: bool,
     feature_log: FeatureLog | None = None,

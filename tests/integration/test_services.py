@@ -97,9 +97,9 @@ def test_cli_rejects_bogus_command_in_one_line() -> None:
         text=True,
         timeout=60,
     )
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error:"), done.stderr
+    assert lines[0].startswith("fraud-services: error: argument command"), done.stderr
     assert done.stdout == ""
