@@ -78,8 +78,8 @@ bench-feature-log: services-up train ## What feature logging (FEATURE_LOG_DIR) c
 
 demo: services-up data apply materialize train ## Run everything end to end on a fresh machine
 	$(BIN)/python -m batch score --publish
-	$(BIN)/python scripts/demo_summary.py
-	$(BIN)/python scripts/demo_stream.py
+	$(BIN)/python -m scripts.demo_summary
+	$(BIN)/python -m scripts.demo_stream
 
 parity: services-up data apply train ## Score 10k transactions in batch, stream, API and a brute-force reference; compare
 	$(BIN)/python -m verify.parity

@@ -31,13 +31,12 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from batch.aggregates import backfill_windows
 from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
-from core.store import copy_feature_repo
-from datagen.generate import GeneratorConfig, generate
+from datagen.generate import GeneratorConfig
+from harness.report import RESULTS_DIR as RESULTS
+from harness.workspace import create, generate_data
 
-RESULTS = PROJECT_ROOT / "bench" / "results"
 WORKSPACE = RESULTS / "batch-workspace"
 REDIS_DB = 13  # retrieval never writes online; a database of its own anyway
 COLUMNS = "transaction_id, user_id, merchant_id, amount, channel, country, event_timestamp"
@@ -68,9 +67,8 @@ def run_measured(argv: list[str], env: dict[str, str], timeout: float) -> tuple[
 
 
 def prepare(rows: int, day: date) -> Path:
-    shutil.rmtree(WORKSPACE, ignore_errors=True)
-    repo = copy_feature_repo(WORKSPACE)
-    data = WORKSPACE / "data"
+    ws = create(WORKSPACE, with_db(Settings().redis_connection_string, REDIS_DB))
+    repo, data = ws.repo, ws.settings.data_dir
     cfg = GeneratorConfig(
         days=2,
         txns_per_day=rows,
@@ -79,11 +77,9 @@ def prepare(rows: int, day: date) -> Path:
         start=datetime.combine(day - timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc),
     )
     t = time.perf_counter()
-    files = generate(cfg, data)
-    backfill_windows(files.transactions, data / "user_txn_windows.parquet")
+    generate_data(ws, cfg)
     print(f"  data ({cfg.users} users, {cfg.merchants} merchants): {time.perf_counter() - t:.0f} s")
-    feast = str(Path(sys.executable).with_name("feast"))
-    subprocess.run([feast, "apply"], cwd=repo, env=env_for(repo), check=True, capture_output=True)
+    ws.feast("apply")
     # The same registry, read through the file offline store.
     file_repo = WORKSPACE / "feature_repo_file"
     shutil.copytree(repo, file_repo)

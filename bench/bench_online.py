@@ -18,10 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.workspace import RESULTS, Workspace, prepare
 from core.settings import PROJECT_ROOT
 from datagen.generate import GeneratorConfig
-from serving.launch import launched, serving_command
+from harness.report import RESULTS_DIR as RESULTS
+from harness.servers import launched, serving_command
+from harness.workspace import Workspace, prepare
 
 BODY_LUA = """
 math.randomseed(%(seed)d)

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -36,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from feast.data_source import PushMode
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -46,21 +45,11 @@ from core.contract import WINDOWS_PUSH_SOURCE, WINDOWS_VIEW
 from core.redis_url import sync_client, with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import open_store
+from harness.flow import BATCH_FLOW, FLOW, cluster_commands, flow_env
+from harness.kafka import Topics, produce, read_topic
+from harness.report import RESULTS_DIR as RESULTS
 from streaming.online import OnlineWriter
-from streaming.produce import encode, ensure_topic
-from verify.topics import free_ports
-
-RESULTS = PROJECT_ROOT / "bench" / "results"
-FLOW = "streaming.dataflow:get_flow"
-
-
-def topics() -> dict[str, str]:
-    tag = uuid.uuid4().hex[:8]
-    return {
-        "STREAM_TRANSACTIONS_TOPIC": f"bench-tx-{tag}",
-        "STREAM_SCORES_TOPIC": f"bench-scores-{tag}",
-        "STREAM_DEAD_LETTER_TOPIC": f"bench-dlq-{tag}",
-    }
+from streaming.produce import encode
 
 
 def events(settings: Settings, n: int) -> pd.DataFrame:
@@ -87,56 +76,24 @@ def load_profiles(settings: Settings) -> None:
         store.write_to_online_store(view, df)
 
 
-def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": uuid.uuid4().hex,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < expect and time.monotonic() < deadline:
-        out += [m for m in consumer.consume(10_000, 1.0) if m.error() is None]
-    consumer.close()
-    return out
-
-
-def flow_env(settings: Settings, names: dict[str, str]) -> dict[str, str]:
-    return os.environ | names | {"REDIS_CONNECTION_STRING": settings.redis_connection_string}
-
-
-def preload(settings: Settings, rows: list[dict[Any, Any]], parts: int) -> dict[str, str]:
+def preload(settings: Settings, rows: list[dict[Any, Any]], parts: int) -> Topics:
     """Fresh topics with ``rows`` already in the transactions topic."""
-    names = topics()
-    for t in names.values():
-        ensure_topic(settings.kafka_bootstrap_servers, t, parts)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20})
-    for row in rows:
-        key, value = encode(row)
-        while True:
-            try:
-                producer.produce(names["STREAM_TRANSACTIONS_TOPIC"], value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush()
-    return names
+    bootstrap = settings.kafka_bootstrap_servers
+    topics = Topics.created("bench", bootstrap, parts)
+    produce(bootstrap, topics.transactions, (encode(row) for row in rows), parts)
+    return topics
 
 
-def run_to_end(settings: Settings, names: dict[str, str], workers: int, processes: int) -> float:
+def run_to_end(settings: Settings, topics: Topics, workers: int, processes: int) -> float:
     """Wall time of the flow over the whole topic: one process with ``workers`` threads, or
     a Bytewax cluster of ``processes`` single-worker processes (``-i``/``-a``)."""
-    flow = [sys.executable, "-m", "bytewax.run", f"{FLOW}(tail=False)"]
     if processes > 1:
-        addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(processes))
-        commands = [[*flow, "-i", str(i), "-a", addresses] for i in range(processes)]
+        commands = cluster_commands(processes)
     else:
-        commands = [[*flow, "-w", str(workers)]]
+        commands = [[sys.executable, "-m", "bytewax.run", BATCH_FLOW, "-w", str(workers)]]
+    env = flow_env(settings, settings.kafka_bootstrap_servers, topics)
     began = time.perf_counter()
-    procs = [subprocess.Popen(c, cwd=PROJECT_ROOT, env=flow_env(settings, names)) for c in commands]
+    procs = [subprocess.Popen(c, cwd=PROJECT_ROOT, env=env) for c in commands]
     for proc in procs:
         if proc.wait() != 0:
             raise SystemExit(f"the flow failed: {proc.args!r}")
@@ -162,15 +119,15 @@ def bench_drain(
     startup_s = run_to_end(settings, preload(settings, rows[:1], parts), workers, processes)
     startup_cpu_s = children_cpu_s() - cpu
     began = time.perf_counter()
-    names = preload(settings, rows, parts)
+    topics = preload(settings, rows, parts)
     produce_s = time.perf_counter() - began
     cpu = children_cpu_s()
-    wall_s = run_to_end(settings, names, workers, processes)
+    wall_s = run_to_end(settings, topics, workers, processes)
     flow_cpu_s = children_cpu_s() - cpu - startup_cpu_s
     bootstrap = settings.kafka_bootstrap_servers
-    got = read_topic(bootstrap, names["STREAM_SCORES_TOPIC"], n, 120)
+    got = read_topic(bootstrap, topics.scores, 120)  # the flow has ended: read to the end
     if len(got) != n:
-        dead = read_topic(bootstrap, names["STREAM_DEAD_LETTER_TOPIC"], 1, 10)
+        dead = read_topic(bootstrap, topics.dlq)
         reason = dict(dead[0].headers() or []).get("reason") if dead else None
         raise SystemExit(f"drain: {len(got)} scores for {n} events (a dead letter: {reason!r})")
     stamps = [m.timestamp()[1] for m in got]
@@ -193,23 +150,21 @@ def bench_freshness(
     # Start from a clean database, so no row the drain wrote is taken for a fresh one.
     sync_client(settings.redis_connection_string).flushdb()
     load_profiles(settings)
-    names = topics()
     bootstrap = settings.kafka_bootstrap_servers
-    for t in names.values():
-        ensure_topic(bootstrap, t, 4)
+    topics = Topics.created("bench", bootstrap, 4)
     flow = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", FLOW],
         cwd=PROJECT_ROOT,
-        env=flow_env(settings, names),
+        env=flow_env(settings, bootstrap, topics),
     )
     store = open_store(settings)
     rows = events(settings, int(rate * seconds)).to_dict("records")
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
-    topic = names["STREAM_TRANSACTIONS_TOPIC"]
+    topic = topics.transactions
     # Warm up: the flow is ready once a first event's score comes back.
     producer.produce(topic, encode(rows[0], datetime.now(timezone.utc))[1], b"0")
     producer.flush()
-    read_topic(bootstrap, names["STREAM_SCORES_TOPIC"], 1, 120)
+    read_topic(bootstrap, topics.scores, 120, at_least=1)
 
     pending: dict[int, tuple[int, float]] = {}  # user -> (event ts us, produce wall time)
     readable: list[float] = []
@@ -263,12 +218,12 @@ def bench_freshness(
     with lock:
         pending.clear()
     poller.join()
-    scored = read_topic(bootstrap, names["STREAM_SCORES_TOPIC"], len(rows) + 1, 60)
+    scored = read_topic(bootstrap, topics.scores, 60, at_least=len(rows) + 1)
     flow.kill()
     flow.wait()
     lat = []
     for m in scored:
-        body = json.loads(m.value())
+        body = json.loads(m.value() or b"")
         sent = datetime.fromisoformat(body["event_timestamp"]).timestamp() * 1000
         lat.append(m.timestamp()[1] - sent)
     return {

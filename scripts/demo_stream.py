@@ -8,25 +8,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, Producer
 
-from core.settings import PROJECT_ROOT, Settings, get_settings
+from core.settings import Settings, get_settings
 from devservices import kafka_is_up
-from streaming.produce import encode, ensure_topic
+from harness.flow import BATCH_FLOW, FLOW, flow_env, run_flow
+from harness.kafka import Topics, drain, produce
+from streaming.produce import encode
 
 EVENTS = 3000
 PARTITIONS = 2
-FLOW = "streaming.dataflow:get_flow"
 MALFORMED = [(b"1", b'{"user_id": 1, "amount": '), (b"2", b'{"user_id": "two", "amount": -5}')]
 
 
@@ -36,72 +33,31 @@ def messages(settings: Settings) -> list[tuple[bytes, bytes]]:
     return [encode(row, now) for row in tx.to_dict("records")] + MALFORMED
 
 
-def drain(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, bytes]]]:
-    """Every message of a finished topic: read until three seconds pass without one."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"demo-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[tuple[bytes, dict[str, bytes]]] = []
-    idle = 0
-    while idle < 6:
-        msg = consumer.poll(0.5)
-        error = None if msg is None else msg.error()
-        if msg is None or error is not None:
-            idle += 1
-            continue
-        idle = 0
-        pairs = cast(list[tuple[str, bytes]], msg.headers() or [])
-        out.append((msg.value() or b"", dict(pairs)))
-    consumer.close()
-    return out
-
-
 def through_kafka(
     settings: Settings, msgs: list[tuple[bytes, bytes]]
 ) -> tuple[list[Any], list[str]]:
-    suffix = uuid.uuid4().hex[:8]
-    topics = {
-        "STREAM_TRANSACTIONS_TOPIC": f"demo-transactions-{suffix}",
-        "STREAM_SCORES_TOPIC": f"demo-scores-{suffix}",
-        "STREAM_DEAD_LETTER_TOPIC": f"demo-dlq-{suffix}",
-    }
     bootstrap = settings.kafka_bootstrap_servers
-    for topic in topics.values():
-        ensure_topic(bootstrap, topic, PARTITIONS)
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for key, value in msgs:
-        producer.produce(topics["STREAM_TRANSACTIONS_TOPIC"], value, key)
-    producer.flush()
-    run([f"{FLOW}(tail=False)"], topics)
-    scores = [json.loads(v) for v, _ in drain(bootstrap, topics["STREAM_SCORES_TOPIC"])]
-    reasons = [
-        h["reason"].decode() for _, h in drain(bootstrap, topics["STREAM_DEAD_LETTER_TOPIC"])
-    ]
+    topics = Topics.created("demo", bootstrap, PARTITIONS)
+    produce(bootstrap, topics.transactions, msgs, PARTITIONS)
+    run(BATCH_FLOW, flow_env(settings, bootstrap, topics))
+    scores = [json.loads(r.value) for r in drain(bootstrap, topics.scores)]
+    reasons = [r.headers["reason"].decode() for r in drain(bootstrap, topics.dlq)]
     return scores, reasons
 
 
 def replay(msgs: list[tuple[bytes, bytes]]) -> tuple[list[Any], list[str]]:
     work = Path(tempfile.mkdtemp(prefix="demo-stream-"))
     (work / "in.jsonl").write_bytes(b"\n".join(v for _, v in msgs) + b"\n")
-    run([f"{FLOW}(replay='{work / 'in.jsonl'}', out_dir='{work}')"], {})
+    run(f"{FLOW}(replay='{work / 'in.jsonl'}', out_dir='{work}')", dict(os.environ))
     scores = [json.loads(line) for line in (work / "scores.jsonl").read_text().splitlines()]
     dead = [json.loads(line)["reason"] for line in (work / "dlq.jsonl").read_text().splitlines()]
     return scores, dead
 
 
-def run(args: list[str], env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "bytewax.run", *args],
-        cwd=PROJECT_ROOT,
-        env=os.environ | env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+def run(flow: str, env: dict[str, str]) -> None:
+    done = run_flow(env, flow=flow)
+    if done.returncode != 0:
+        raise SystemExit(f"the flow failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def main() -> None:

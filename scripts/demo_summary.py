@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from core.predictor import MANIFEST_FILE
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import open_store
-from serving.launch import free_port, launched, serving_command
+from harness.servers import free_port, launched, serving_command
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
     (

@@ -10,7 +10,7 @@ import importlib
 import json
 from collections.abc import Callable
 
-from verify.report import RESULTS_DIR, Check, table, write_json
+from harness.report import RESULTS_DIR, Check, table, write_json
 
 MODULES = ("faults_online", "faults_stream", "faults_batch")
 

@@ -19,8 +19,8 @@ from dataclasses import replace
 from core.cli import Parser, run_cli
 from core.redis_url import with_db
 from core.settings import Settings
+from harness.report import Check, table, write_json
 from verify import fuzz_api, fuzz_batch, fuzz_stream
-from verify.report import Check, table, write_json
 
 
 def suite(name: str, run: Callable[[], list[Check]]) -> tuple[list[Check], float]:

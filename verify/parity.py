@@ -29,12 +29,12 @@ from core.predictor import Predictor
 from core.settings import Settings, get_settings
 from core.store import feature_service, open_store
 from datagen.generate import GeneratorConfig, generate
+from harness.reference import Reference, reference
+from harness.report import RESULTS_DIR, Check, table, write_json
 from verify.parity_batch import batch_mode
 from verify.parity_compare import compare, frame_rows
 from verify.parity_online import PARTITIONS, OnlineRun, online_modes
-from verify.parity_reference import Reference, reference
-from verify.parity_workspace import Workspace, build
-from verify.report import RESULTS_DIR, Check, table, write_json
+from verify.parity_workspace import ParityWorkspace, build
 
 PORTS = range(18200, 18220)  # this proof's serving ports
 
@@ -171,7 +171,7 @@ def _stale(tx: str, feature: str, online: OnlineRun) -> str | None:
 
 
 def _snapshot(
-    tx: str, feature: str, ws: Workspace, ref: Reference, views_of: dict[str, set[str]]
+    tx: str, feature: str, ws: ParityWorkspace, ref: Reference, views_of: dict[str, set[str]]
 ) -> str | None:
     """Online modes read the latest profile; the reference, the one in force at event time."""
     online_us = int(pd.Timestamp(ws.snapshot).value // 1000)
@@ -196,7 +196,7 @@ def _views_of(store: Any, service: Any) -> dict[str, set[str]]:
 
 
 def _conditions(
-    ws: Workspace, budget: Budget, online: OnlineRun, predictor: Predictor, now: datetime
+    ws: ParityWorkspace, budget: Budget, online: OnlineRun, predictor: Predictor, now: datetime
 ) -> dict[str, Any]:
     return {
         "run_at": now.isoformat(),

@@ -7,8 +7,6 @@ that the predictor gives the job's own scores on those vectors.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,13 +14,17 @@ from feast import FeatureService, FeatureStore
 
 from batch.entities import COLUMNS, VIEW, define_entities
 from batch.plan import build_plan
-from batch.retrieve import connect, duckdb_features
-from core.settings import PROJECT_ROOT
-from verify.parity_workspace import Workspace
+from batch.retrieve import duckdb_features
+from core.duck import connect
+from verify.parity_workspace import ParityWorkspace
 
 
 def batch_mode(
-    ws: Workspace, store: FeatureStore, service: FeatureService, features: list[str], root: Path
+    ws: ParityWorkspace,
+    store: FeatureStore,
+    service: FeatureService,
+    features: list[str],
+    root: Path,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """(vectors, scores), both indexed by transaction_id."""
     entities = root / "batch-entities.parquet"
@@ -31,14 +33,7 @@ def batch_mode(
     days = sorted({ts.date() for ts in ws.sample.event_timestamp})
     args = ("--entities", str(entities), "--output", str(out))
     for day in days:
-        done = subprocess.run(
-            [sys.executable, "-m", "batch", "score", "--date", day.isoformat(), *args],
-            cwd=PROJECT_ROOT,
-            env=ws.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        done = ws.python("-m", "batch", "score", "--date", day.isoformat(), *args)
         if done.returncode != 0:
             raise RuntimeError(f"batch score --date {day} failed: {done.stderr[-2000:]}")
     scores = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("date=*/part-*.parquet")))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from verify.report import Check
+from harness.report import Check
 
 TOLERANCE = 1e-9
 UNEXPLAINED = "unexplained"

@@ -13,18 +13,15 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from feast import FeatureService, FeatureStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -35,10 +32,11 @@ from core.aggregations import ENTITY_KEY
 from core.contract import REQUEST_FIELDS, WINDOWS_VIEW
 from core.request_features import compute
 from core.settings import PROJECT_ROOT
-from serving.launch import launched, serving_command
+from harness.flow import tailing
+from harness.kafka import Topics, encoded, produce
+from harness.servers import launched, serving_command
 from streaming.features import feast_fetch, profile_refs
-from streaming.produce import encode, ensure_topic
-from verify.parity_workspace import Workspace
+from verify.parity_workspace import ParityWorkspace
 
 PARTITIONS = 2
 WAIT_S = 180.0
@@ -57,14 +55,6 @@ class OnlineRun:
     score_before_online_write: int = 0  # rounds whose scores arrived before the online write
 
 
-def topic_env(tag: str) -> dict[str, str]:
-    return {
-        "STREAM_TRANSACTIONS_TOPIC": f"parity-tx-{tag}",
-        "STREAM_SCORES_TOPIC": f"parity-scores-{tag}",
-        "STREAM_DEAD_LETTER_TOPIC": f"parity-dlq-{tag}",
-    }
-
-
 def rounds_of(sample: pd.DataFrame) -> list[pd.DataFrame]:
     """Round k holds each user's k-th sampled event, so no round has two of one user."""
     rank = sample.groupby("user_id").cumcount()
@@ -72,7 +62,7 @@ def rounds_of(sample: pd.DataFrame) -> list[pd.DataFrame]:
 
 
 def online_modes(
-    ws: Workspace,
+    ws: ParityWorkspace,
     store: FeatureStore,
     service: FeatureService,
     features: list[str],
@@ -80,25 +70,23 @@ def online_modes(
     port: int,
 ) -> OnlineRun:
     bootstrap = ws.settings.kafka_bootstrap_servers
-    topics = topic_env(uuid.uuid4().hex[:10])
-    for topic in topics.values():
-        ensure_topic(bootstrap, topic, PARTITIONS)
-    _await_metadata(bootstrap, list(topics.values()))
-    env = ws.env | topics
+    topics = Topics.created("parity", bootstrap, PARTITIONS)
+    names = [topics.transactions, topics.scores, topics.dlq]
+    _await_metadata(bootstrap, names)
+    env = ws.env | topics.env()
     run = OnlineRun(warmup_events=len(ws.warmup))
     url = f"http://127.0.0.1:{port}"
     with (
         launched(serving_command(port), f"{url}/health", root / "api.log", env, PROJECT_ROOT),
-        _stream(env, root / "stream.log") as stream,
+        tailing(env, root / "stream.log") as stream,
         httpx.Client(base_url=url, timeout=60) as api,
     ):
         reader = _Scores(bootstrap, topics)
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
-        _produce(producer, topics["STREAM_TRANSACTIONS_TOPIC"], ws.warmup)
+        produce(bootstrap, topics.transactions, encoded(ws.warmup), PARTITIONS)
         reader.wait_for(set(ws.warmup.transaction_id), run, stream)
         fetch, refs = feast_fetch(store), profile_refs(store, service)
         for batch in rounds_of(ws.sample):
-            _produce(producer, topics["STREAM_TRANSACTIONS_TOPIC"], batch)
+            produce(bootstrap, topics.transactions, encoded(batch), PARTITIONS)
             reader.wait_for(set(batch.transaction_id), run, stream)
             windows, waited = _await_windows(store, batch)
             run.score_before_online_write += waited
@@ -106,7 +94,7 @@ def online_modes(
             _call_api(api, batch, run)
             run.rounds += 1
         reader.close()
-    _delete_topics(bootstrap, list(topics.values()))
+    _delete_topics(bootstrap, names)
     return run
 
 
@@ -129,41 +117,11 @@ def _await_metadata(bootstrap: str, topics: list[str]) -> None:
     raise RuntimeError(f"topics {topics} did not appear in the broker's metadata")
 
 
-@contextmanager
-def _stream(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``fraud-stream`` tailing the topic, as deployed; stopped on exit."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streaming"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _produce(producer: Producer, topic: str, events: pd.DataFrame) -> None:
-    for row in events.to_dict("records"):
-        key, value = encode(row)
-        producer.produce(topic, value, key)
-    if producer.flush(30) != 0:
-        raise RuntimeError(f"could not deliver every event to {topic}")
-
-
 class _Scores:
     """Reads the scores and dead-letter topics from their start."""
 
-    def __init__(self, bootstrap: str, topics: dict[str, str]) -> None:
-        self.scores_topic = topics["STREAM_SCORES_TOPIC"]
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self.scores_topic = topics.scores
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -171,7 +129,7 @@ class _Scores:
                 "auto.offset.reset": "earliest",
             }
         )
-        self.consumer.subscribe([self.scores_topic, topics["STREAM_DEAD_LETTER_TOPIC"]])
+        self.consumer.subscribe([self.scores_topic, topics.dlq])
 
     def wait_for(self, ids: set[str], run: OnlineRun, stream: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + WAIT_S

@@ -10,10 +10,7 @@ database with anything without touching it and leaves nothing behind for long.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,9 +22,8 @@ import pyarrow.parquet as pq
 from batch.aggregates import backfill_windows
 from core.aggregations import WINDOWS
 from core.cli import UserError
-from core.settings import Settings
-from core.store import copy_feature_repo
 from datagen.generate import PUBLISHED_SCORE_SCHEMA, DataFiles
+from harness.workspace import Workspace, create
 
 KEY_TTL_S = 6 * 3600
 DAY = timedelta(days=1)
@@ -35,27 +31,14 @@ MAX_WINDOW = max(w.window for w in WINDOWS)
 
 
 @dataclass(frozen=True)
-class Workspace:
-    settings: Settings
-    env: dict[str, str]
+class ParityWorkspace(Workspace):
+    """The parity run's workspace and the events it lines up."""
+
     project: str
     history: pd.DataFrame  # every transaction of the project, shifted (the reference's input)
     sample: pd.DataFrame  # the events scored four ways, in event-time order
     warmup: pd.DataFrame  # replayed first, so the stream's windows reach back far enough
     snapshot: datetime  # the profile snapshot the online store holds
-
-    def feast(self, *args: str) -> None:
-        feast = str(Path(sys.executable).with_name("feast"))
-        out = subprocess.run(
-            [feast, *args],
-            cwd=self.settings.feature_repo,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"feast {args[0]} failed: {out.stderr[-2000:]}")
 
 
 def build(
@@ -67,7 +50,7 @@ def build(
     span: timedelta = timedelta(hours=20),
     users: int | None = None,
     late_snapshot: bool = False,
-) -> Workspace:
+) -> ParityWorkspace:
     """A workspace under ``root`` from the dataset in ``source`` (datagen's files).
 
     ``late_snapshot`` keeps the day-end profile snapshot and serves it online, as if the
@@ -99,11 +82,10 @@ def build(
     snapshot, end, online_snapshot = snapshot + shift, end + shift, online_snapshot + shift
 
     repo_root = root / "workspace"
-    shutil.rmtree(repo_root, ignore_errors=True)
-    repo = copy_feature_repo(repo_root)
-    project = f"parity_{uuid.uuid4().hex[:8]}"
-    _configure(repo / "feature_store.yaml", project)
     data = repo_root / "data"
+    base = create(repo_root, redis_url, redis_timeout_ms=2000, model_dir=data / "model")
+    project = f"parity_{uuid.uuid4().hex[:8]}"
+    _configure(base.repo / "feature_store.yaml", project)
     data.mkdir()
     out = DataFiles.in_dir(data)
     tx.to_parquet(out.transactions, index=False)
@@ -113,28 +95,16 @@ def build(
     backfill_windows(out.transactions, data / "user_txn_windows.parquet")
     shutil.copytree(model_dir, data / "model")
 
-    settings = Settings(feature_repo=repo, redis_connection_string=redis_url, redis_timeout_ms=2000)
-    env = os.environ | {
-        "FEATURE_REPO": str(repo),
-        "REDIS_CONNECTION_STRING": redis_url,
-        "REDIS_TIMEOUT_MS": "2000",
-        "MODEL_DIR": str(data / "model"),
-    }
     history = tx.drop(columns=["is_fraud"]).sort_values(["event_timestamp", "transaction_id"])
     history = history.reset_index(drop=True)
     start = max(snapshot, end - span)
     sample = history[history.event_timestamp >= start].reset_index(drop=True)
     warmup = _warmup(history, sample)
-    ws = Workspace(settings, env, project, history, sample, warmup, online_snapshot)
+    ws = ParityWorkspace(base.settings, base.env, project, history, sample, warmup, online_snapshot)
     ws.feast("apply")
-    ws.feast(
-        "materialize",
-        "-v",
-        "user_profile",
-        "-v",
-        "merchant_profile",
-        f"{online_snapshot - timedelta(minutes=1):%Y-%m-%dT%H:%M:%S}",
-        f"{online_snapshot + timedelta(minutes=1):%Y-%m-%dT%H:%M:%S}",
+    minute = timedelta(minutes=1)
+    ws.materialize(
+        online_snapshot - minute, online_snapshot + minute, "user_profile", "merchant_profile"
     )
     return ws
 

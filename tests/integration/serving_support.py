@@ -1,18 +1,19 @@
-"""Helpers for the serving tests: an app over the test stack, and a real uvicorn process."""
+"""Helpers for the serving tests: a request row, settings over the test stack, and
+`python -m serving` and a throwaway Redis as real processes (from ``harness.servers``)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from core.settings import PROJECT_ROOT, Settings
-from serving.launch import free_port, launched, serving_command
+from harness.servers import free_port, launched, private_redis, serving_command
 from tests.conftest import Stack
+
+__all__ = ["ROW", "free_port", "redis_server", "settings_for", "uvicorn_process"]
 
 ROW: dict[str, Any] = {
     "user_id": 5,
@@ -38,28 +39,8 @@ def uvicorn_process(stack: Stack, env: dict[str, str], log: Path) -> Iterator[st
 
 @contextmanager
 def redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A throwaway redis-server of our own, to stop and restart at will."""
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
+    """A throwaway redis-server of our own (``harness.servers.private_redis``), to kill and
+    restart at will; yields its process."""
+    with private_redis(port) as server:
+        assert server.proc is not None
+        yield server.proc

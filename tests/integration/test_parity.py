@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.report import table
 from tests.conftest import Stack
 from verify.parity import Budget, measure
-from verify.report import table
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import pandas as pd
 
 from core.aggregations import UserWindowState
 from core.request_features import compute
+from harness.reference import request_features, windows_at
 from verify.parity_compare import UNEXPLAINED, compare, same
 from verify.parity_online import rounds_of
-from verify.parity_reference import request_features, windows_at
 
 _US = 1_000_000
 

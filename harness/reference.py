@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 
 import pandas as pd
@@ -38,18 +40,40 @@ class ProfileView:
     def load(cls, view: FeatureView, features: tuple[str, ...]) -> ProfileView:
         source = view.batch_source
         assert isinstance(source, FileSource), f"{view.name} must read a parquet file"
-        frame = pd.read_parquet(source.path)
-        ts, created = source.timestamp_field, source.created_timestamp_column
-        rows: dict[int, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
         (key,) = view.join_keys
+        frame = pd.read_parquet(source.path)
+        stamps = (source.timestamp_field, source.created_timestamp_column)
+        return cls.of_frame(view.name, frame, key, stamps, view.ttl, features)
+
+    @classmethod
+    def of_frame(
+        cls,
+        name: str,
+        frame: pd.DataFrame,
+        key: str,
+        stamps: tuple[str, str | None],
+        ttl: timedelta | None,
+        features: Sequence[str],
+    ) -> ProfileView:
+        """From a snapshot table; ``stamps``: its (timestamp, created timestamp) columns."""
+        ts, created = stamps
+        rows: dict[int, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
         for rec in frame.to_dict("records"):
             stamp = _us(rec[ts])
             made = _us(rec[created]) if created else 0
             rows[int(rec[key])].append((stamp, made, {f: _plain(rec[f]) for f in features}))
         for entity_rows in rows.values():
             entity_rows.sort(key=lambda r: (r[0], r[1]))
-        ttl = None if not view.ttl else int(view.ttl.total_seconds()) * _US
-        return cls(view.name, key, ttl, features, dict(rows))
+        ttl_us = None if not ttl else int(ttl.total_seconds()) * _US
+        return cls(name, key, ttl_us, tuple(features), dict(rows))
+
+    def as_of_rows(self, entities: pd.DataFrame) -> pd.DataFrame:
+        """The features in force at each entity row's ``event_timestamp``, in row order."""
+        values = [
+            self.as_of(int(k), _us(t))[1]
+            for k, t in zip(entities[self.key], entities["event_timestamp"], strict=True)
+        ]
+        return pd.DataFrame(values, columns=list(self.features))
 
     def as_of(self, entity: int, t_us: int) -> tuple[int | None, dict[str, Any]]:
         """The row in force at ``t_us`` (its timestamp, or None when there is none)."""

@@ -1,0 +1,1 @@
+"""The demo's steps past the CLIs: `make demo` runs `python -m scripts.<name>`."""
