@@ -75,8 +75,8 @@ def to_us(ts: datetime) -> int:
 class _Span:
     """A user's events within one window length; every aggregate of that length reads it.
 
-    One deque per distinct length (3) rather than per aggregate (7): the stream folds
-    every event through here, and this halved the fold's share of the flow's CPU.
+    One deque per distinct length rather than per aggregate: the stream folds every event
+    through here (``docs/performance.md``, "Streaming flow").
     """
 
     span_us: int

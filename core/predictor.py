@@ -75,10 +75,9 @@ def file_sha256(path: Path) -> str:
 def compile_linear(pipeline: Pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
     """The fitted impute -> log -> scale -> logistic chain as four array operations.
 
-    scikit-learn validates and copies the input at every step: 0.62 ms to score one row
-    here, against 0.39 ms for the whole Redis read. The same arithmetic without that
-    overhead gives the same probabilities (to 1e-15; a test holds them) in microseconds.
-    Returns None for any other pipeline, which then runs through scikit-learn.
+    scikit-learn validates and copies the input at every step, which cost more per row than
+    the Redis read (``docs/performance.md``, "Predictor"); the same arithmetic gives the same
+    probabilities (a test holds them). Returns None for any other pipeline (scikit-learn runs).
     """
     match [step for _, step in pipeline.steps]:
         case [

@@ -35,8 +35,36 @@ def time_slice(
     if users.empty or n_txn == 0:
         return _frame([], [], [], [], [], [], [])
 
-    # Normal spending, plus benign follow-ups so velocity alone is not the label.
-    n_normal = int(n_txn * (1 - fraud_share))
+    normal = _normal(rng, users, merchants, start_us, end_us, int(n_txn * (1 - fraud_share)))
+    fraud = _fraud(rng, users, merchants, start_us, end_us, max(int(n_txn * fraud_share / 4), 0))
+    u, m, amount, channel, country, ts, label = (
+        np.concatenate([a, b]) for a, b in zip(normal, fraud, strict=True)
+    )
+    keep = ts >= users["signup_us"].to_numpy()[u]
+    return _frame(
+        users["user_id"].to_numpy()[u][keep],
+        merchants["merchant_id"].to_numpy()[m][keep],
+        np.maximum(np.round(amount, 2), 1.0)[keep],
+        np.asarray(CHANNELS)[channel][keep],
+        country[keep],
+        ts[keep],
+        label[keep],
+    )
+
+
+# user index, merchant index, amount, channel index, country, timestamp (us), label
+_Draws = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _normal(
+    rng: np.random.Generator,
+    users: pd.DataFrame,
+    merchants: pd.DataFrame,
+    start_us: int,
+    end_us: int,
+    n_normal: int,
+) -> _Draws:
+    """Normal spending, plus benign follow-ups so velocity alone is not the label."""
     u = _pick(rng, users["activity"].to_numpy(), n_normal)
     ts = rng.integers(start_us, end_us, n_normal)
     follow = rng.random(n_normal) < 0.04
@@ -50,9 +78,18 @@ def time_slice(
     home = users["home_country"].to_numpy()[u]
     country = np.where(rng.random(n) < 0.96, home, rng.choice(COUNTRIES, n))
     label = (rng.random(n) < 0.002).astype(np.int8)
+    return u, m, amount, channel, country, ts, label
 
-    # Fraud: short bursts on compromised cards, new accounts hit harder.
-    n_attacks = max(int(n_txn * fraud_share / 4), 0)
+
+def _fraud(
+    rng: np.random.Generator,
+    users: pd.DataFrame,
+    merchants: pd.DataFrame,
+    start_us: int,
+    end_us: int,
+    n_attacks: int,
+) -> _Draws:
+    """Fraud: short bursts on compromised cards, new accounts hit harder."""
     age_days = (start_us - users["signup_us"].to_numpy()) / _DAY
     a_users = _pick(
         rng, users["activity"].to_numpy() * np.where(age_days < 30, 4.0, 1.0), n_attacks
@@ -72,18 +109,7 @@ def time_slice(
     fchannel = rng.choice(len(CHANNELS), nf, p=[0.15, 0.75, 0.10])
     fhome = users["home_country"].to_numpy()[fu]
     fcountry = np.where(rng.random(nf) < 0.6, rng.choice(COUNTRIES, nf), fhome)
-
-    all_u = np.concatenate([u, fu])
-    keep = np.concatenate([ts, fts]) >= users["signup_us"].to_numpy()[all_u]
-    return _frame(
-        users["user_id"].to_numpy()[all_u][keep],
-        merchants["merchant_id"].to_numpy()[np.concatenate([m, fm])][keep],
-        np.maximum(np.round(np.concatenate([amount, famount]), 2), 1.0)[keep],
-        np.asarray(CHANNELS)[np.concatenate([channel, fchannel])][keep],
-        np.concatenate([country, fcountry])[keep],
-        np.concatenate([ts, fts])[keep],
-        np.concatenate([label, np.ones(nf, dtype=np.int8)])[keep],
-    )
+    return fu, fm, famount, fchannel, fcountry, fts, np.ones(nf, dtype=np.int8)
 
 
 def _frame(

@@ -11,7 +11,7 @@ scoring -> scores topic keyed by transaction_id.
 
 Every step after the input works on whole micro-batches: one stream item is one shard's
 part of a micro-batch, never one event, because Bytewax's per-item operator calls cost
-more than the work of a cheap step (measured: see ``streaming.windows``).
+more than the work of a cheap step (``docs/performance.md``, "Streaming flow").
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow, Stream
 
 from core.kafka import client_config
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from streaming.records import Chunk, DeadLetter, Raw, Stepped
 from streaming.runtime import FlowRuntime, get_flow_runtime
 from streaming.sinks import DeadLetterSink, OnlineSink, ScoreSink
@@ -56,6 +56,27 @@ def dead_letter_line(d: DeadLetter) -> tuple[str, str]:
     return "dlq", json.dumps({"reason": d.reason, "detail": d.detail, "value": value})
 
 
+def _input(
+    flow: Dataflow, settings: Settings, kafka: dict[str, str], replay: str | None, tail: bool
+) -> tuple[Stream[Any], Callable[[Any], Raw | None]]:
+    """The input stream (Kafka, or a replayed parquet/JSONL file) and its item -> ``Raw``."""
+    if replay is None:
+        source = KafkaSource(
+            kafka["bootstrap.servers"].split(","),
+            [settings.stream_transactions_topic],
+            tail=tail,
+            add_config=kafka,  # security settings (SASL/TLS) from the environment
+            batch_size=settings.stream_consume_batch,
+            raise_on_errors=False,
+        )
+        return op.input("kafka_in", flow, source), from_kafka
+    if replay.endswith(".parquet"):
+        parquet = ParquetSource(replay, settings.stream_consume_batch)
+        return op.input("parquet_in", flow, parquet), lambda raw: raw
+    lines = FileSource(replay, settings.stream_consume_batch)
+    return op.input("file_in", flow, lines), from_line
+
+
 def get_flow(replay: str | None = None, out_dir: str | None = None, tail: bool = True) -> Dataflow:
     """Kafka by default; ``replay`` a JSONL or parquet file into ``out_dir`` with no broker.
 
@@ -67,25 +88,8 @@ def get_flow(replay: str | None = None, out_dir: str | None = None, tail: bool =
     def runtime() -> FlowRuntime:
         return get_flow_runtime(settings)
 
-    items: Stream[Any]
-    to_raw: Callable[[Any], Raw | None]
-    if replay is None:
-        kafka = client_config(settings)
-        source = KafkaSource(
-            kafka["bootstrap.servers"].split(","),
-            [settings.stream_transactions_topic],
-            tail=tail,
-            add_config=kafka,  # security settings (SASL/TLS) from the environment
-            batch_size=settings.stream_consume_batch,
-            raise_on_errors=False,
-        )
-        items, to_raw = op.input("kafka_in", flow, source), from_kafka
-    elif replay.endswith(".parquet"):
-        parquet = ParquetSource(replay, settings.stream_consume_batch)
-        items, to_raw = op.input("parquet_in", flow, parquet), lambda raw: raw
-    else:
-        lines = FileSource(replay, settings.stream_consume_batch)
-        items, to_raw = op.input("file_in", flow, lines), from_line
+    kafka = client_config(settings) if replay is None else {}
+    items, to_raw = _input(flow, settings, kafka, replay, tail)
 
     def ingest(batch: list[Any]) -> list[tuple[str, Chunk]]:
         return runtime().ingest(raw for raw in map(to_raw, batch) if raw is not None)

@@ -4,7 +4,7 @@ Every input becomes either an ``Event`` or a ``DeadLetter`` that keeps the
 original bytes and the reason, so nothing malformed is lost or crashes the flow.
 The dataflow moves them in chunks (one stream item per shard per micro-batch, see
 ``streaming.dataflow``), so these classes use slots and skip ``frozen`` (whose
-``__init__`` costs twice as much): millions are built per minute; no step mutates them.
+``__init__`` costs more): millions are built per minute; no step mutates them.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Event:
 
     def __reduce__(self) -> tuple[Any, tuple[Raw]]:
         """Pickled as its raw bytes and parsed again on arrival: Bytewax pickles every item
-        it routes to another worker, and a pydantic model pickles 3x slower than it parses."""
+        it routes to another worker, and a pydantic model pickles slower than it parses."""
         return _reparse, (self.raw,)
 
 

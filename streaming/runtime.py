@@ -45,9 +45,9 @@ Score = tuple[str, str]  # transaction_id, score_json(...)
 def tune_gc() -> None:
     """Freeze start-up objects and collect the young generation less often.
 
-    The flow allocates a few records per event; with CPython's default threshold (700)
-    the collector ran every few hundred events and rescanned the long-lived window state.
-    Measured on 100k replayed events: 17.5 s -> 11.3 s wall (6 s of it start-up).
+    The flow allocates a few records per event; with CPython's default threshold the
+    collector ran every few hundred events and rescanned the long-lived window state
+    (``docs/performance.md``, "Streaming flow").
     """
     gc.collect()
     gc.freeze()

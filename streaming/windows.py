@@ -14,9 +14,7 @@ Users are grouped into ``SHARDS`` fixed shards, and the dataflow keeps one Bytew
 per shard rather than per user: Bytewax calls stateful logic once per open key per
 micro-batch and routes, wraps and snapshots every keyed item, so per-user keys cost that
 per event; with per-shard keys the stream after the input carries one item per shard per
-micro-batch. Together with the rest of that rewrite (batch-level steps, the pipelined
-writer, columnar features) the flow went from 47 to 32-36 CPU us per replayed event (100k
-events, 1 worker, same box).
+micro-batch (figures: ``docs/performance.md``, "Streaming flow").
 
 A transaction_id the user's history still holds is a re-delivery: it is scored again with
 its original's aggregates and counted once (``EventTimeWindows.apply``).

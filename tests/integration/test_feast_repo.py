@@ -8,16 +8,18 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
-from core.aggregations import FEATURE_NAMES
+from core.aggregations import FEATURE_NAMES, WINDOWS
 from core.contract import (
     FEATURE_SERVICE_NAME,
     MERCHANT_PROFILE_VIEW,
+    REQUEST_FIELDS,
     USER_PROFILE_VIEW,
     WINDOWS_VIEW,
     feature_order,
 )
+from core.plan import plan_service
 from core.store import open_store
-from tests.conftest import MATERIALIZE_END, NOW, Stack, feast_cli
+from tests.conftest import Clock, Stack, feast_cli
 
 pytestmark = pytest.mark.integration
 
@@ -42,11 +44,32 @@ def test_apply_registers_the_contract(stack: Stack) -> None:
     assert set(FEATURE_NAMES) <= set(feature_order(service))
 
 
-def test_online_read_returns_materialized_values(materialized: Stack) -> None:
+def test_plan_expands_the_registered_service(stack: Stack) -> None:
+    store = open_store(stack.settings)
+    plan = plan_service(store, store.get_feature_service(FEATURE_SERVICE_NAME))
+    windows = (*(w.name for w in WINDOWS), "secs_since_last_txn")
+    profile = ("account_age_days", "avg_amount_30d", "txn_count_30d", "home_country")
+    assert [(r.name, r.join_key, r.features) for r in plan.stored] == [
+        (USER_PROFILE_VIEW, "user_id", profile),  # home_country: the on-demand view's input
+        (MERCHANT_PROFILE_VIEW, "merchant_id", ("risk_score", "is_high_risk_mcc")),
+        (WINDOWS_VIEW, "user_id", windows),
+    ]
+    outputs = ("amount_log", "amount_to_avg_30d", "is_foreign", "is_online")
+    (odfv,) = plan.on_demand
+    assert (odfv.view.name, odfv.outputs) == ("transaction_request", outputs)
+    assert odfv.inputs == ("amount", "channel", "country", *profile)
+    assert plan.request_fields == REQUEST_FIELDS
+    assert plan.order == (*profile[:3], "risk_score", "is_high_risk_mcc", *windows, *outputs)
+    assert len(plan.log_columns) == len(plan.order) == 17
+    assert plan.log_columns[0] == (USER_PROFILE_VIEW, "account_age_days", USER_PROFILE_VIEW)
+    assert plan.log_columns[-1] == ("transaction_request", "is_online", None)
+
+
+def test_online_read_returns_materialized_values(materialized: Stack, clock: Clock) -> None:
     store: FeatureStore = open_store(materialized.settings)
     data = materialized.settings.data_dir
-    profiles = _latest(data / "user_profile.parquet", "user_id", MATERIALIZE_END)
-    windows = _latest(data / "user_txn_windows.parquet", "user_id", MATERIALIZE_END)
+    profiles = _latest(data / "user_profile.parquet", "user_id", clock.materialize_end)
+    windows = _latest(data / "user_txn_windows.parquet", "user_id", clock.materialize_end)
     users = [int(u) for u in windows.index[:50]]
     got = (
         store.get_online_features(
@@ -78,7 +101,7 @@ def test_unknown_entity_reads_as_missing(materialized: Stack) -> None:
     assert got["txn_count_10m"] == [None]
 
 
-def test_materialize_incremental_from_the_cli(materialized: Stack) -> None:
-    later = (NOW + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+def test_materialize_incremental_from_the_cli(materialized: Stack, clock: Clock) -> None:
+    later = (clock.now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
     out = materialized.run(feast_cli(), "materialize-incremental", later)
     assert out.returncode == 0, out.stderr
