@@ -77,7 +77,7 @@ def parse(connection_string: str) -> RedisTarget:
     nodes = tuple(_node(value) for key, value in parts if key is None)
     params = {key: _value(value) for key, value in parts if key is not None}
     if not nodes:
-        raise UserError(f"no host:port in the Redis connection string ({describe_params(params)})")
+        raise UserError(f"no host:port in the Redis connection string ({_as_whom(params)})")
     if not isinstance(params.get("db", 0), int):
         raise UserError(f"bad db={params['db']!r} in the Redis connection string")
     return RedisTarget(nodes, params)
@@ -90,14 +90,14 @@ def with_db(connection_string: str, db: int) -> str:
     return ",".join([*kept, f"db={db}"])
 
 
-def describe_params(params: dict[str, Any]) -> str:
+def _as_whom(params: dict[str, Any]) -> str:
     return f"user {params.get('username', 'default')}, db {params.get('db', 0)}"
 
 
 def describe(connection_string: str) -> str:
     """Where and as whom we connect, for messages: never the password."""
     target = parse(connection_string)
-    return f"{target.address} as {describe_params(target.params)}"
+    return f"{target.address} as {_as_whom(target.params)}"
 
 
 def sync_client(connection_string: str) -> redis.Redis:

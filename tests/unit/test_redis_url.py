@@ -3,6 +3,9 @@ credentials; none is printed."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from feast.infra.online_stores.redis import RedisOnlineStore
 
@@ -66,3 +69,14 @@ def test_no_password_in_descriptions_or_settings_repr() -> None:
     assert describe(conn) == "redis.internal:6380 as user scorer, db 4"
     settings = Settings(redis_connection_string=conn)
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+
+
+def test_devservices_and_the_parser_do_not_import_feast() -> None:
+    """Importing Feast costs seconds, which every `make` target would pay through devservices."""
+    code = (
+        "import sys, core.redis_url, devservices;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'feast'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
