@@ -5,7 +5,8 @@ snapshot row of each profile view for the one in force, straight from the docume
 semantics: windows cover ``[t - window, t]`` with amounts summed in integer cents;
 a view's row is the latest (by timestamp, then created timestamp) with
 ``t - ttl <= timestamp <= t``. Only the definitions (window specs, view TTLs and
-sources from the registry) and the predictor are shared with the modes under test.
+sources from the registry, expanded by ``core.plan``) and the predictor are shared with
+the modes under test. ``ProfileView.of_frame`` also serves tests that join one table.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from feast import FeatureService, FeatureStore, FeatureView, FileSource
 
 from core.aggregations import SECS_SINCE_LAST, WINDOWS
 from core.contract import WINDOWS_VIEW
+from core.plan import plan_service
 
 _US = 1_000_000
 
@@ -90,19 +92,8 @@ class ProfileView:
 def profile_views(store: FeatureStore, service: FeatureService) -> list[ProfileView]:
     """Every stored view the service reads besides the windows, with the features the
     model and the on-demand view need from it."""
-    wanted: dict[str, list[str]] = {}
-    odfvs = {o.name: o for o in store.list_on_demand_feature_views()}
-    for projection in service.feature_view_projections:
-        sources = (
-            list(odfvs[projection.name].source_feature_view_projections.values())
-            if projection.name in odfvs
-            else [projection]
-        )
-        for source in sources:
-            if source.name != WINDOWS_VIEW:
-                have = wanted.setdefault(source.name, [])
-                have += [f.name for f in source.features if f.name not in have]
-    return [ProfileView.load(store.get_feature_view(n), tuple(f)) for n, f in wanted.items()]
+    plan = plan_service(store, service)
+    return [ProfileView.load(r.view, r.features) for r in plan.stored if r.name != WINDOWS_VIEW]
 
 
 def windows_at(history: list[tuple[int, float, int]], t_us: int) -> dict[str, Any]:
