@@ -173,7 +173,7 @@ def bench_freshness(
 
     def poll() -> None:
         """One SDK read of every pending user per ``poll_ms``: a tight loop of SDK reads
-        would take a whole core from the flow on this 2-core box (0.7 ms per call)."""
+        would take a core from the flow (docs/performance.md, "Benchmark: freshness poller")."""
         refs = [f"{WINDOWS_VIEW}:txn_count_10m"]
         while not done.is_set() or pending:
             time.sleep(poll_ms / 1000)
