@@ -29,8 +29,7 @@ def _main(args: argparse.Namespace) -> int:
     settings = get_settings()
     # Workers share their metric samples through files in a directory of this run's own
     # (see serving.metrics). Never an inherited one: importing feast.metrics sets this
-    # variable as a side effect, and a parent's samples would be summed into /metrics
-    # (seen in the tests: 401s counted from another process's app).
+    # variable as a side effect, and a parent's samples would be summed into /metrics.
     metrics_dir = tempfile.mkdtemp(prefix="fraud-metrics-")
     for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):  # both names read
         os.environ[name] = metrics_dir
@@ -42,12 +41,9 @@ def _main(args: argparse.Namespace) -> int:
         workers=workers,
         access_log=False,  # serving.access logs one structured line per request
         limit_concurrency=settings.serving_limit_concurrency,  # see serving.shed
-        # uvloop's libuv (>= 1.45, libuv#3696) accepts one connection per loop turn, and a
-        # turn under overload takes ~30 ms: at 2x capacity a burst of new connections waited
-        # up to 9.5 s in the kernel's accept queue (measured 40 accepts/s, 1,300 queued), and
-        # 200s reached p99 9.9 s. asyncio's loop accepts all waiting connections per wakeup:
-        # same load, p99 under 0.5 s (verify.faults_online). Not slower here: bench-online,
-        # 2 workers: sequential 844 req/s against 629 on uvloop, 64 connections 2,062 vs 1,596.
+        # asyncio's loop accepts every waiting connection per wakeup, uvloop one per loop turn:
+        # under overload uvloop left connections queued for seconds (libuv#3696;
+        # docs/performance.md, "Serving: event loop").
         loop=settings.serving_loop,
         http=NoDelayHttpToolsProtocol,  # see serving.protocol
         log_level="warning",

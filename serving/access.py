@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.metrics import Metrics
 
-log = logging.getLogger("serving.access")
+ACCESS_LOG = logging.getLogger("serving.access")
 
 
 class AccessMiddleware:
@@ -60,6 +60,6 @@ class AccessMiddleware:
             "latency_ms": round(elapsed * 1000, 3),
             "model_version": state.get("model_version"),
         }
-        if "features" in state and log.isEnabledFor(logging.DEBUG):
+        if "features" in state:  # set by the scoring routes only when this log is at DEBUG
             record["features"] = state["features"]
-        log.info(json.dumps(record))
+        ACCESS_LOG.info(json.dumps(record))

@@ -2,9 +2,8 @@
 
 With ``--workers`` > 1 uvicorn binds the listening socket itself, leaving its ``proto`` at 0;
 accepted sockets inherit that, and asyncio only sets TCP_NODELAY when ``proto`` is
-IPPROTO_TCP (uvicorn#3149, open in 0.54). Nagle's algorithm then holds each response body
-until the client's delayed ACK: 2 workers, wrk on one connection, p50 44 ms and 22 req/s,
-against 1.6 ms on uvloop, which sets the option itself.
+IPPROTO_TCP (uvicorn#3149). Nagle's algorithm then holds each response body until the
+client's delayed ACK (docs/performance.md, "Serving: TCP_NODELAY").
 """
 
 from __future__ import annotations

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.events import TransactionRequest
 
+# The OpenAPI examples (valid requests: schemathesis sends them first, see verify.fuzz_api).
+EXAMPLE_RECORD: dict[str, Any] = {
+    "user_id": 42,
+    "merchant_id": 7,
+    "amount": 250.0,
+    "channel": "online",
+    "country": "NG",
+}
+OTHER_RECORD: dict[str, Any] = {
+    "user_id": 1,
+    "merchant_id": 2,
+    "amount": 9.5,
+    "channel": "pos",
+    "country": "US",
+}
+
 
 class PredictRequest(TransactionRequest):
     """One transaction to score at authorisation time."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [EXAMPLE_RECORD | {"transaction_id": "t-42-0001"}]}
+    )
 
     transaction_id: str | None = Field(default=None, max_length=64)
 
@@ -32,20 +54,27 @@ class PredictResponse(PredictResult):
     feature_service: str
 
 
-class PredictBatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PredictManyRequest(BaseModel):
+    """Several transactions scored in one call (the online API's multi-record request)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"records": [EXAMPLE_RECORD, OTHER_RECORD]}]},
+    )
 
     records: list[PredictRequest] = Field(min_length=1)
 
 
-class PredictBatchResponse(BaseModel):
+class PredictManyResponse(BaseModel):
     request_id: str
     model_version: str
     feature_service: str
     results: list[PredictResult] = Field(description="one per record, in request order")
 
 
-class BatchScoreResponse(BaseModel):
+class PublishedScoreResponse(BaseModel):
+    """A user's latest score from the nightly job, as it published it."""
+
     user_id: int
     score: float
     model_version: str | None

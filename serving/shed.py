@@ -1,12 +1,8 @@
 """Load shedding: a worker already scoring its limit of requests answers 503 at once.
 
-uvicorn's ``limit_concurrency`` alone did not bound latency under overload: it counts open
-connections, answers 503 with ``Connection: close``, and the callers' reconnects then wait
-in the kernel's accept backlog, where no limit applies. Measured with verify.faults_online's
-open-loop load at ~2x capacity (one worker on its own core of a shared 2-core box, 3 s):
-uvicorn's limit alone (200) took 9-11 s to answer 3 s of load, 503s at p99 6.7-6.9 s; this
-limiter (100 in flight, limit_concurrency 1000) finished in 3.2-3.6 s, 503s at p99
-0.2-0.4 s. It counts requests in flight, answers before any work, and keeps the connection.
+It counts requests in flight, answers before any work and keeps the connection. uvicorn's
+``limit_concurrency`` alone closes connections, and the callers' reconnects then wait in the
+kernel's accept backlog, where no limit applies (docs/performance.md, "Serving: load shedding").
 """
 
 from __future__ import annotations

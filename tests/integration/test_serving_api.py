@@ -111,7 +111,7 @@ def test_malformed_body_gets_422(client: TestClient) -> None:
     assert nan.status_code == 422
 
 
-def test_batch_is_in_order_and_limited(ready: Stack) -> None:
+def test_many_records_are_in_order_and_limited(ready: Stack) -> None:
     settings = settings_for(ready, serving_max_batch=5, serving_max_body_bytes=4000)
     rows = [ROW | {"user_id": u, "transaction_id": f"t{u}"} for u in (7, 10**15, 3, 11)]
     with TestClient(create_app(settings)) as c:
@@ -154,7 +154,7 @@ def test_api_key_required_accepted_and_never_logged(
     assert '"status": 401' in caplog.text
 
 
-def test_batch_score_lookup_before_publishing_is_a_clear_404(client: TestClient) -> None:
+def test_published_score_lookup_before_publishing_is_a_clear_404(client: TestClient) -> None:
     r = client.get("/v1/scores/123456789")
     assert r.status_code == 404
     assert "batch score --publish" in r.json()["detail"]
@@ -168,6 +168,79 @@ def test_health_ready_docs(client: TestClient) -> None:
     assert "PredictRequest" in schema["components"]["schemas"]
     assert "PredictResponse" in schema["components"]["schemas"]
     assert client.get("/docs").status_code == 200
+
+
+SECURED = {
+    ("post", "/v1/predict"),
+    ("post", "/v1/predict/batch"),
+    ("get", "/v1/scores/{user_id}"),
+    ("post", "/admin/reload"),
+}
+
+
+def test_openapi_declares_the_api_key_and_every_secured_operation_uses_it(
+    client: TestClient, ready: Stack
+) -> None:
+    """With API_KEY set, the document declares X-API-Key (the Authorize button of /docs) on
+    exactly these routes; without one it declares none, as none is asked for."""
+    assert "securitySchemes" not in client.get("/openapi.json").json()["components"]
+    with TestClient(create_app(settings_for(ready, api_key="k3y"))) as c:
+        schema = c.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes == {
+        "APIKeyHeader": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "the API_KEY the service was started with",
+        }
+    }
+    operations = {(m, p): op for p, ops in schema["paths"].items() for m, op in ops.items()}
+    secured = {key for key, op in operations.items() if op.get("security")}
+    assert secured == SECURED
+    for key in SECURED:
+        assert operations[key]["security"] == [{"APIKeyHeader": []}], key
+        assert "401" in operations[key]["responses"], key
+
+
+def test_openapi_request_examples_are_accepted(client: TestClient) -> None:
+    """The documented examples (which schemathesis sends first) score with a 200."""
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    for name, path in (
+        ("PredictRequest", "/v1/predict"),
+        ("PredictManyRequest", "/v1/predict/batch"),
+    ):
+        examples = components[name]["examples"]
+        assert len(examples) == 1, name
+        r = client.post(path, json=examples[0])
+        assert r.status_code == 200, (name, r.text)
+
+
+def test_access_log_carries_feature_values_only_at_debug(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    explained = client.post("/v1/predict?explain=true", json=ROW).json()["features"]
+    logging.getLogger("serving").propagate = True  # let caplog see the access log
+    try:
+        with caplog.at_level(logging.INFO, logger="serving"):
+            info = client.post("/v1/predict", json=ROW)
+        with caplog.at_level(logging.DEBUG, logger="serving"):
+            debug = client.post("/v1/predict", json=ROW)
+            many = client.post("/v1/predict/batch", json={"records": [ROW, ROW | {"user_id": 7}]})
+    finally:
+        logging.getLogger("serving").propagate = False
+    access = {
+        line["request_id"]: line
+        for line in (
+            json.loads(r.getMessage()) for r in caplog.records if r.name == "serving.access"
+        )
+    }
+    assert "features" not in access[info.headers["x-request-id"]]
+    assert access[debug.headers["x-request-id"]]["features"] == [explained]
+    assert debug.json()["features"] is None  # logged, not returned without ?explain=true
+    logged = access[many.headers["x-request-id"]]["features"]
+    assert len(logged) == 2 and logged[0] == explained
+    assert all(r["features"] is None for r in many.json()["results"])
 
 
 def test_metrics_content(client: TestClient) -> None:

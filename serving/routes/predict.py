@@ -1,0 +1,80 @@
+"""``POST /v1/predict`` and ``POST /v1/predict/batch``: score transactions from the online store."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from serving.access import ACCESS_LOG
+from serving.deps import ServingState, StateDep
+from serving.schemas import (
+    ErrorResponse,
+    PredictManyRequest,
+    PredictManyResponse,
+    PredictRequest,
+    PredictResponse,
+    PredictResult,
+)
+from serving.scoring import score_rows
+
+# Every status a route can answer is documented, so clients (and the fuzzer) can rely on it.
+router = APIRouter(
+    prefix="/v1/predict",
+    tags=["predict"],
+    responses={
+        400: {"model": ErrorResponse, "description": "the body is not decodable JSON"},
+        413: {"model": ErrorResponse, "description": "body or record count over its limit"},
+    },
+)
+Explain = Annotated[bool, Query(description="also return the feature values used")]
+
+
+async def _score(
+    state: ServingState, request: Request, rows: list[dict[str, Any]], explain: bool
+) -> tuple[str, list[PredictResult]]:
+    """Score with the model current when the request arrived, and record the metrics."""
+    predictor = state.model.predictor
+    request.state.model_version = predictor.version
+    log_features = ACCESS_LOG.isEnabledFor(logging.DEBUG)
+    results = await score_rows(
+        state.reader, predictor, rows, state.timeout_s, explain or log_features, state.feature_log
+    )
+    if log_features:  # the access log line carries them (serving.access)
+        request.state.features = [r.features for r in results]
+        if not explain:
+            for r in results:
+                r.features = None
+    state.metrics.observe(results)
+    return predictor.version, results
+
+
+@router.post("", response_model=PredictResponse)
+async def predict(
+    body: PredictRequest, request: Request, state: StateDep, explain: Explain = False
+) -> PredictResponse:
+    version, (result,) = await _score(state, request, [body.model_dump()], explain)
+    return PredictResponse(
+        request_id=request.state.request_id,
+        model_version=version,
+        feature_service=state.service_name,
+        **result.model_dump(),
+    )
+
+
+@router.post("/batch", response_model=PredictManyResponse)
+async def predict_many(
+    body: PredictManyRequest, request: Request, state: StateDep, explain: Explain = False
+) -> PredictManyResponse:
+    """Several records in one call, one result each, in request order."""
+    limit = state.settings.serving_max_batch
+    if len(body.records) > limit:
+        raise HTTPException(413, f"at most {limit} records per request")
+    version, results = await _score(state, request, [r.model_dump() for r in body.records], explain)
+    return PredictManyResponse(
+        request_id=request.state.request_id,
+        model_version=version,
+        feature_service=state.service_name,
+        results=results,
+    )
