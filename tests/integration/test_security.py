@@ -7,7 +7,6 @@ Redis; every credential travels in REDIS_CONNECTION_STRING, in Feast's own forma
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
 import subprocess
@@ -32,7 +31,7 @@ from core.predictor import Predictor
 from core.settings import PROJECT_ROOT, Settings
 from core.store import feature_service, open_store
 from devservices.kafka_broker import ensure_jars, find_java
-from serving.app import _api_key_check
+from serving.deps import check_api_key
 from serving.launch import free_port, launched, serving_command
 from tests.conftest import Stack, feast_cli
 from tests.integration.serving_support import ROW
@@ -177,12 +176,11 @@ def test_api_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("serving.app.secrets.compare_digest", spy)
-    check = _api_key_check(Settings(api_key=SecretStr(API_KEY)))
-    asyncio.run(check(API_KEY))
+    monkeypatch.setattr("serving.deps.secrets.compare_digest", spy)
+    check_api_key(API_KEY, SecretStr(API_KEY))
     for key in (WRONG_KEY, API_KEY[:-1], ""):
         with pytest.raises(HTTPException) as refused:
-            asyncio.run(check(key))
+            check_api_key(key, SecretStr(API_KEY))
         assert refused.value.status_code == 401
     assert calls == [(k.encode(), API_KEY.encode()) for k in (API_KEY, WRONG_KEY, API_KEY[:-1], "")]
 
