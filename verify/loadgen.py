@@ -30,6 +30,7 @@ class Sample:
     body: bytes
     key: int  # index of the request in the set it was drawn from
     lag: float  # from due to written: the client's own delay (connection wait included)
+    retry_after: bytes | None = None  # the Retry-After header, when the answer had one
 
 
 def post(path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -42,12 +43,15 @@ def post(path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes
     return head.encode() + body
 
 
+Reply = tuple[int, bytes, bool, bytes | None]  # status, body, Connection: close, Retry-After
+
+
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection; parses just the status, Content-Length and Connection."""
+    """One keep-alive connection; parses the status, Content-Length, Connection, Retry-After."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
+        self.waiter: asyncio.Future[Reply] | None = None
         self._buf = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -58,7 +62,7 @@ class _Conn(asyncio.Protocol):
         end = self._buf.find(b"\r\n\r\n")
         if end < 0:
             return
-        length, close = 0, False
+        length, close, retry_after = 0, False, None
         for line in bytes(self._buf[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -66,13 +70,15 @@ class _Conn(asyncio.Protocol):
                 length = int(value)
             elif name == b"connection":
                 close = value.strip().lower() == b"close"
+            elif name == b"retry-after":
+                retry_after = value.strip()
         if len(self._buf) < end + 4 + length:
             return
         status = int(self._buf[9:12])
         body = bytes(self._buf[end + 4 : end + 4 + length])
         del self._buf[: end + 4 + length]
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result((status, body, close))
+            self.waiter.set_result((status, body, close, retry_after))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -87,7 +93,7 @@ class _Pool:
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(max_connections)
 
-    async def request(self, raw: bytes, sent: list[float], timeout_s: float) -> tuple[int, bytes]:
+    async def request(self, raw: bytes, sent: list[float], timeout_s: float) -> Reply:
         loop = asyncio.get_running_loop()
         async with self._slots:
             conn = None
@@ -103,17 +109,17 @@ class _Pool:
             sent.append(time.perf_counter())
             conn.transport.write(raw)
             try:
-                status, body, close = await waiter
+                reply = await waiter
             except BaseException:
                 conn.transport.close()
                 raise
             finally:
                 expire.cancel()
-            if close:
+            if reply[2]:
                 conn.transport.close()
             else:
                 self._idle.append(conn)
-            return status, body
+            return reply
 
     def close(self) -> None:
         for conn in self._idle:
@@ -125,13 +131,14 @@ class _Pool:
 async def _one(pool: _Pool, raw: bytes, key: int, due: float, timeout_s: float) -> Sample:
     sent: list[float] = []
     try:
-        status, body = await pool.request(raw, sent, timeout_s)
+        status, body, _, retry_after = await pool.request(raw, sent, timeout_s)
     except asyncio.CancelledError:  # no answer within timeout_s
-        status, body = TIMED_OUT, b""
+        status, body, retry_after = TIMED_OUT, b"", None
     except OSError:
-        status, body = REFUSED, b""
+        status, body, retry_after = REFUSED, b"", None
     done = time.perf_counter()
-    return Sample(due, done - due, status, body, key, (sent[0] if sent else done) - due)
+    lag = (sent[0] if sent else done) - due
+    return Sample(due, done - due, status, body, key, lag, retry_after)
 
 
 async def _open_loop(

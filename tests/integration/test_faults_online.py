@@ -1,24 +1,27 @@
-"""The online service under faults, with real processes: Redis SIGKILLed, and 2x overload.
+"""The online service under faults, with real processes: Redis killed or stalled, 2x overload.
 
-Small budgets here, and latency bounds that only catch a hang (no test asserts a wall
-time); `python -m verify.faults_online` runs the same code for 30 s with the real bounds.
+Small budgets here; `python -m verify.faults_online` runs the same code for 30 s with the
+real bounds.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from core.settings import Settings
+from harness.report import table
 from tests.conftest import Stack
 from verify.faults_online import overload, redis_outage
-from verify.report import table
 
 pytestmark = pytest.mark.integration
 
 
-def test_redis_killed_under_load_gives_503s_only_and_no_wrong_answer(ready: Stack) -> None:
-    checks = redis_outage(
-        ready.settings, budget_s=6.0, rate=100.0, latency_bound_s=3.0, recovery_bound_s=10.0
-    )
+def test_redis_killed_or_stalled_under_load_gives_fast_503s_then_the_same_answers(
+    ready: Stack,
+) -> None:
+    # The stack's 2 s read bound is for a loaded CI box; a stall must show the bound at work.
+    settings = Settings(**(ready.settings.model_dump() | {"redis_timeout_ms": 250}))
+    checks = redis_outage(settings, budget_s=10.0, rate=100.0, margin_s=0.2, recovery_bound_s=5.0)
     assert all(c.ok for c in checks), table(checks)
 
 
