@@ -169,11 +169,17 @@ def send(
     if len(routes) == 1:
         (pool,) = routes
         return _round_trip(pool, commands)
-    replies: list[Reply] = [None] * len(commands)
-    for pool, indices in routes.items():
-        for i, reply in zip(
-            indices, _round_trip(pool, [commands[i] for i in indices]), strict=True
-        ):
+    answers = [_round_trip(pool, [commands[i] for i in idx]) for pool, idx in routes.items()]
+    return _in_key_order(len(commands), list(routes.values()), answers)
+
+
+def _in_key_order(
+    n: int, routes: Sequence[Sequence[int]], answers: Sequence[list[Reply]]
+) -> list[Reply]:
+    """The per-pool answers put back in the order of the keys they were routed from."""
+    replies: list[Reply] = [None] * n
+    for indices, answer in zip(routes, answers, strict=True):
+        for i, reply in zip(indices, answer, strict=True):
             replies[i] = reply
     return replies
 
@@ -203,11 +209,7 @@ async def send_async(
     answers = await asyncio.gather(
         *(_round_trip_async(pool, [commands[i] for i in idx]) for pool, idx in routes.items())
     )
-    replies: list[Reply] = [None] * len(commands)
-    for indices, answer in zip(routes.values(), answers, strict=True):
-        for i, reply in zip(indices, answer, strict=True):
-            replies[i] = reply
-    return replies
+    return _in_key_order(len(commands), list(routes.values()), answers)
 
 
 async def _round_trip_async(pool: aioredis.ConnectionPool, commands: list[bytes]) -> list[Reply]:

@@ -53,11 +53,8 @@ def _parts(connection_string: str) -> list[tuple[str | None, str]]:
 
 def _node(text: str) -> tuple[str, int]:
     host, *rest = text.split(":")  # as Feast: anything after a second colon is ignored
-    if not rest or not rest[0]:
-        return (
-            host,
-            DEFAULT_PORT,
-        )  # Feast fails without a port: take redis-py's default
+    if not rest or not rest[0]:  # Feast fails without a port: take redis-py's default
+        return host, DEFAULT_PORT
     try:
         return host, int(rest[0])
     except ValueError:

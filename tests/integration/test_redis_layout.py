@@ -5,20 +5,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
 import pytest
+import redis
+import redis.asyncio as aioredis
 from feast import FeatureStore, FeatureView
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Int64
 
+from core import redis_url
 from core.aggregations import ENTITY_KEY
 from core.contract import REQUEST_FIELDS, WINDOWS_VIEW
-from core.redis_layout import Layout
+from core.redis_layout import Layout, Router, pack, send, send_async
 from core.redis_url import sync_client
 from core.store import feature_service, open_store
 from serving.online import OnlineFeatureReader, OnlineRead, RequestRow, redis_client
@@ -159,3 +163,41 @@ def _assert_equals_online_read(
             assert got.columns[feature][r] == (getattr(value, kind) if kind else None), feature
             compared += 1
     assert compared >= len(rows) - 2, view_name
+
+
+class _SplitRouter(Router[Any]):
+    """Even keys to one pool, odd keys to another: the many-node path a cluster router takes."""
+
+    def __init__(self, even: Any, odd: Any) -> None:
+        super().__init__(even)
+        self.odd = odd
+
+    def route(self, keys: Sequence[bytes]) -> dict[Any, Sequence[int]]:
+        return {self.pool: range(0, len(keys), 2), self.odd: range(1, len(keys), 2)}
+
+
+def test_a_read_routed_to_several_pools_answers_in_key_order(ready: Stack) -> None:
+    url = redis_url.parse(ready.settings.redis_connection_string)
+    keys = [b"layout-route-%d" % i for i in range(7)]
+    client = sync_client(ready.settings.redis_connection_string)
+    client.delete(*keys)
+    writes = [pack(b"SET", k, b"v%d" % i) for i, k in enumerate(keys)]
+    reads = [pack(b"GET", k) for k in keys]
+    split = _SplitRouter(
+        *(redis.ConnectionPool(host=url.host, port=url.port, **url.params) for _ in range(2))
+    )
+    assert send(split, keys, writes) == [b"OK"] * 7
+    assert send(split, keys, reads) == [b"v%d" % i for i in range(7)]
+
+    async def read_async() -> list[Any]:
+        pools = [
+            aioredis.ConnectionPool(host=url.host, port=url.port, **url.params) for _ in range(2)
+        ]
+        try:
+            return await send_async(_SplitRouter(*pools), keys, reads)
+        finally:
+            for pool in pools:
+                await pool.disconnect()
+
+    assert asyncio.run(read_async()) == [b"v%d" % i for i in range(7)]
+    client.delete(*keys)
