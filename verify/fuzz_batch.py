@@ -37,7 +37,7 @@ import pandas as pd
 from core.cli import Parser, run_cli
 from core.settings import PROJECT_ROOT, Settings
 from core.store import copy_feature_repo
-from verify.report import Check, table, write_json
+from harness.report import Check, table, write_json
 
 Mutate = Callable[[pd.DataFrame, date], pd.DataFrame]  # (file, the scored day)
 SOURCES = ("user_profile", "merchant_profile", "user_txn_windows")
@@ -94,7 +94,7 @@ def _bad_amounts(frame: pd.DataFrame, _day: date) -> pd.DataFrame:
 
 T, EP, EC = "transactions", "entities.parquet", "entities.csv"
 MISSING, TWICE, ROW_TWICE = "lacks column(s) ", "repeated transaction_id", "more than one row"
-# Ordered round-robin over the inputs, so any prefix (a test's budget) covers each one.
+# Ordered round-robin over the inputs, so any prefix (a smaller --budget) covers each one.
 CASES: tuple[BadInput, ...] = (
     BadInput("transactions: no amount column", T, _drop("amount"), MISSING + "amount"),
     BadInput("entities parquet: no merchant_id", EP, _drop("merchant_id"), MISSING + "merchant_id"),

@@ -40,6 +40,9 @@ from core.contract import WINDOWS_VIEW
 from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import open_store
+from harness.flow import BATCH_FLOW as FLOW
+from harness.kafka import Topics
+from harness.report import Check, table, write_json
 from streaming.produce import ensure_topic
 from verify.fuzz_corpus import (
     BAD,
@@ -52,10 +55,7 @@ from verify.fuzz_corpus import (
     key_of,
     padded,
 )
-from verify.report import Check, table, write_json
-from verify.topics import Topics
 
-FLOW = "streaming.dataflow:get_flow(tail=False)"
 POLICIES = ("score", "dead_letter")
 Message = tuple[bytes | None, bytes, dict[str, bytes]]
 SCORE_FIELD = re.compile(rb'"score":\s*([-+0-9.eE]+|NaN)')
@@ -314,7 +314,7 @@ def corpus_checks(settings: Settings, runs: dict[str, Run]) -> list[Check]:
             "dead letters",
             "carry reason and detail headers",
             f"{headers_ok}/{headers_n}",
-            headers_ok == headers_n,
+            0 < headers_ok == headers_n,
         )
     )
     checks.append(Check("dead letters", "of good events", str(unexpected), unexpected == 0))
@@ -373,31 +373,34 @@ def run_checks(settings: Settings, policy: str, r: Run) -> list[Check]:
         )
     checks += [
         Check(
-            f"scores {label}", "valid JSON", f"{valid}/{len(out.scores)}", valid == len(out.scores)
+            f"scores {label}",
+            "valid JSON",
+            f"{valid}/{len(out.scores)}",
+            0 < valid == len(out.scores),
         ),
         Check(
             f"duplicates {label}",
             "a score per delivery",
             f"{per_delivery}/{len(dups)}",
-            per_delivery == len(dups),
+            0 < per_delivery == len(dups),
         ),
         Check(
             f"duplicates {label}",
             "same score on every delivery",
             f"{same}/{len(dups)}",
-            same == len(dups),
+            0 < same == len(dups),
         ),
         Check(
             f"windows {label}",
             "users differing from the backfill",
             f"{plain_bad}/{len(others)}",
-            plain_bad == 0,
+            plain_bad == 0 and len(others) > 0,
         ),
         Check(
             f"duplicates {label}",
             "users whose windows count a re-delivery twice",
             f"{dup_bad}/{len(redelivered)}",
-            dup_bad == 0,
+            dup_bad == 0 and len(redelivered) > 0,
         ),
     ]
     return checks

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from harness.report import table
 from tests.conftest import Stack
 from verify import fuzz_batch
-from verify.report import table
 
 pytestmark = pytest.mark.integration
 
 
 def test_bad_batch_inputs_fail_clearly_and_leave_the_output_untouched(trained: Stack) -> None:
-    # The first 12 cases cover every input (round-robin) and each kind of fault.
-    checks = fuzz_batch.run(trained.settings, budget=12, rows=300)
-    assert len(checks) == 12 and all(c.ok for c in checks), table(checks)
+    checks = fuzz_batch.run(trained.settings, budget=len(fuzz_batch.CASES), rows=300)
+    assert len(checks) == len(fuzz_batch.CASES) == 20 and all(c.ok for c in checks), table(checks)
