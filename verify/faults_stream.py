@@ -28,18 +28,11 @@ import pandas as pd
 from core.redis_url import with_db
 from core.settings import Settings
 from core.store import open_store
-from devservices import PrivateKafka
-from verify.report import RESULTS_DIR, Check, table, write_json
-from verify.stream_harness import (
-    PacedProducer,
-    ScoreWatcher,
-    flow_env,
-    fresh_topics,
-    interrupt,
-    launch_flow,
-    outcome_checks,
-    private_events,
-)
+from harness.flow import flow_env, interrupt, launch_flow
+from harness.kafka import PacedProducer, ScoreWatcher
+from harness.report import RESULTS_DIR, Check, table, write_json
+from harness.servers import PrivateKafka
+from harness.stream import fresh_topics, outcome_checks, private_events
 
 HOLD = 0.9  # the last 10% of events wait until the fault is over, so it lands mid-stream
 WAIT_S = 180.0  # bound on any one wait for the flow
