@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from batch.output import is_complete, partition_dir, read_manifest
 from core.settings import PROJECT_ROOT, Settings
-from verify.report import RESULTS_DIR, Check, table, write_json
+from harness.report import RESULTS_DIR, Check, table, write_json
 
 WAIT_S = 300.0
 

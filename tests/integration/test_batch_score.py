@@ -16,16 +16,17 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 from batch.output import MANIFEST, is_complete, read_manifest
-from core.contract import REQUEST_FIELDS, feature_order
+from core.aggregations import FEATURE_NAMES
 from core.predictor import MANIFEST_FILE, Predictor
-from core.request_features import compute
 from core.settings import PROJECT_ROOT
 from core.store import feature_service, open_store
+from harness.reference import reference
+from serving.app import create_app
 from tests.conftest import Stack
 from tests.integration.test_cli_errors import assert_one_line_error
-from tests.integration.test_point_in_time import brute_force_asof
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,13 @@ def day_transactions(stack: Stack, day: date = DAY) -> pd.DataFrame:
 
 
 def test_scores_equal_predictor_on_brute_force_join(trained: Stack, tmp_path: Path) -> None:
-    entities = day_transactions(trained).sample(400, random_state=3).drop(columns=["is_fraud"])
+    """The job's scores equal the predictor's on vectors joined by the brute-force reference
+    (``harness.reference``: windows from the raw transactions, profiles row by row,
+    request features from their meaning), which shares no code with the job."""
+    history = pd.read_parquet(trained.settings.data_dir / "transactions.parquet")
+    tied = history.duplicated(["user_id", "event_timestamp"], keep=False)  # order arbitrary
+    day = day_transactions(trained)
+    entities = day[~tied.loc[day.index]].sample(400, random_state=3).drop(columns=["is_fraud"])
     edge = entities.head(2).copy()
     edge["transaction_id"] = ["unknown-user", "unknown-merchant"]
     edge["user_id"] = [10**9, edge["user_id"].iloc[1]]
@@ -68,28 +75,12 @@ def test_scores_equal_predictor_on_brute_force_join(trained: Stack, tmp_path: Pa
 
     store = open_store(trained.settings)
     service = feature_service(store)
-    data = trained.settings.data_dir
-    entities = entities.sort_values("transaction_id").reset_index(drop=True)
-    parts = []
-    for view, key in [
-        ("user_profile", "user_id"),
-        ("merchant_profile", "merchant_id"),
-        ("user_txn_windows", "user_id"),
-    ]:
-        fv = store.get_feature_view(view)
-        assert fv.ttl is not None
-        columns = [f.name for f in fv.features]
-        table = pd.read_parquet(data / f"{view}.parquet")
-        parts.append(brute_force_asof(table, key, entities, fv.ttl, columns))
-    joined = pd.concat(parts, axis=1)
-    odfv_inputs = {c: entities[c].tolist() for c in REQUEST_FIELDS} | {
-        c: [None if pd.isna(v) else v for v in joined[c]]
-        for c in ("avg_amount_30d", "home_country")
-    }
-    joined = joined.assign(**compute(odfv_inputs))
     predictor = Predictor.load(trained.settings.model_path, service)
-    features = {n: pd.to_numeric(joined[n]).to_numpy(dtype=float) for n in feature_order(service)}
-    expected = predictor.predict(pd.DataFrame(features))
+    entities = entities.sort_values("transaction_id").reset_index(drop=True)
+    vectors = reference(store, service, history, entities, predictor.features).vectors
+    # A user with no events has no window row at all: missing, not zero counts.
+    vectors.loc["unknown-user", list(FEATURE_NAMES)] = None
+    expected = predictor.predict(vectors.loc[entities.transaction_id])
 
     assert got["transaction_id"].tolist() == entities["transaction_id"].tolist()
     # Same features, same predictor; a row's place in the matrix can move the last bit (SIMD).
@@ -121,36 +112,6 @@ def test_rerun_replaces_the_day_without_duplicates(trained: Stack, tmp_path: Pat
     np.testing.assert_allclose(merged["score_x"], merged["score_y"], rtol=1e-12, atol=0)
     assert [p.name for p in out.iterdir()] == [partition(out).name]  # no staging left over
     assert is_complete(partition(out))
-
-
-def test_sigkill_mid_run_leaves_a_whole_partition(trained: Stack, tmp_path: Path) -> None:
-    out = tmp_path / "scores"
-    done = score(trained, out, "--date", DAY.isoformat())
-    assert done.returncode == 0, done.stderr
-    old = read_manifest(partition(out))
-
-    # Small chunks on one worker: the run writes many part files, killed after the first.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batch", "score", "--output", str(out), "--date", DAY.isoformat(),
-         "--chunk-rows", "100", "--workers", "1"],
-        cwd=PROJECT_ROOT, env=trained.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list(out.glob(".tmp-*/part-*.parquet")):
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended before the kill"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-    assert list(out.glob(".tmp-*"))  # killed half-way through its staging directory
-    assert read_manifest(partition(out)) == old and is_complete(partition(out))
-    assert read_scores(partition(out))["transaction_id"].is_unique
-
-    rerun = score(trained, out, "--date", DAY.isoformat())
-    assert rerun.returncode == 0, rerun.stderr
-    after = read_scores(partition(out))
-    assert len(after) == old["rows_out"] and after["transaction_id"].is_unique  # type: ignore[index]
-    assert not list(out.glob(".tmp-*")) and is_complete(partition(out))
 
 
 def test_empty_day_writes_an_empty_manifest(trained: Stack, tmp_path: Path) -> None:
@@ -232,6 +193,12 @@ def test_publish_serves_the_latest_score_online(trained: Stack, tmp_path: Path) 
     ).to_dict()
     assert online["score"] == latest.loc[users, "score"].tolist()
     assert online["scored_transaction_id"] == latest.loc[users, "transaction_id"].tolist()
+    with TestClient(create_app(trained.settings)) as client:  # GET /v1/scores serves it
+        served = client.get(f"/v1/scores/{users[0]}")
+    assert served.status_code == 200, served.text
+    assert served.json()["score"] == online["score"][0]
+    assert served.json()["scored_transaction_id"] == online["scored_transaction_id"][0]
+    assert served.json()["model_version"] == latest.loc[users[0], "model_version"]
 
     # Offline too, and publishing the day again replaces rather than appends.
     again = score(trained, tmp_path, "--date", DAY.isoformat(), "--publish")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.report import table
 from tests.conftest import Stack
 from verify.faults_batch import run
-from verify.report import table
 
 pytestmark = pytest.mark.integration
 
