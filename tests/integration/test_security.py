@@ -31,11 +31,10 @@ from core.predictor import Predictor
 from core.settings import PROJECT_ROOT, Settings
 from core.store import feature_service, open_store
 from devservices.kafka_broker import ensure_jars, find_java
+from harness.servers import free_port, launched, private_redis, serving_command
 from serving.deps import check_api_key
-from serving.launch import free_port, launched, serving_command
 from tests.conftest import Stack, feast_cli
 from tests.integration.serving_support import ROW
-from verify.private_redis import private_redis
 
 pytestmark = pytest.mark.integration
 
@@ -214,14 +213,20 @@ SASL_BROKER = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{ctrl}
-listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}
+listeners=SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}
+advertised.listeners=SASL_SSL://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=SASL_PLAINTEXT
-listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+ssl.keystore.type=PKCS12
+ssl.keystore.location={data}/broker.p12
+ssl.keystore.password={store}
+ssl.key.password={store}
+ssl.truststore.type=PEM
+ssl.truststore.location={data}/ca.pem
 sasl.enabled.mechanisms=PLAIN
 sasl.mechanism.inter.broker.protocol=PLAIN
-listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+listener.name.sasl_ssl.plain.sasl.jaas.config=\
 org.apache.kafka.common.security.plain.PlainLoginModule required \
 username="admin" password="{admin}" user_admin="{admin}" user_{user}="{password}";
 log.dirs={data}/logs
@@ -233,27 +238,65 @@ num.partitions=1
 auto.create.topics.enable=true
 """
 KAFKA_USER, KAFKA_PASSWORD = "fraud_stream", "kafka-Pw-0ddba11"
+STORE_PASSWORD = "st0re-Pw-beef"
 
 
-def _sasl_config(bootstrap: str, password: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SaslBroker:
+    bootstrap: str
+    ca: Path  # the CA that signed the broker's certificate (what clients trust)
+
+
+def _sasl_config(broker: SaslBroker, password: str, ca: Path | None = None) -> dict[str, Any]:
     """``client_config`` (librdkafka's string values) as the confluent_kafka clients take it."""
-    return dict(client_config(_sasl_settings(bootstrap, password)))
+    return dict(client_config(_sasl_settings(broker, password, ca or broker.ca)))
 
 
-def _sasl_settings(bootstrap: str, password: str) -> Settings:
+def _sasl_settings(broker: SaslBroker, password: str, ca: Path) -> Settings:
     return Settings(
-        kafka_bootstrap_servers=bootstrap,
-        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_bootstrap_servers=broker.bootstrap,
+        kafka_security_protocol="SASL_SSL",
         kafka_sasl_mechanism="PLAIN",
         kafka_sasl_username=KAFKA_USER,
         kafka_sasl_password=SecretStr(password),
+        kafka_ssl_ca_location=ca,
     )
 
 
+def _self_signed_ca(folder: Path) -> Path:
+    """A fresh CA made by openssl in ``folder``: its certificate ``ca.pem`` and key ``ca.key``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl(folder, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=fraud-test-ca", "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    return folder / "ca.pem"
+
+
+def _broker_keystore(data: Path) -> None:
+    """A certificate for 127.0.0.1 signed by ``data``'s CA, as the broker's PKCS#12 keystore."""
+    (data / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl(data, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", "broker.key", "-out", "broker.csr")  # fmt: skip
+    _openssl(data, "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "1", "-extfile", "san.ext",
+             "-out", "broker.pem")  # fmt: skip
+    _openssl(data, "pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key",
+             "-out", "broker.p12", "-passout", f"pass:{STORE_PASSWORD}")  # fmt: skip
+
+
+def _openssl(cwd: Path, *args: str) -> None:
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.fixture(scope="module")
-def sasl_broker(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A one-node KRaft broker of our own that only speaks SASL/PLAIN, from the cached jars."""
+def sasl_broker(
+    services: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SaslBroker]:
+    """A one-node KRaft broker of our own that only speaks SASL/PLAIN over TLS (a certificate
+    from a CA made at test time), from the cached jars."""
     data = tmp_path_factory.mktemp("sasl-kafka")
+    ca = _self_signed_ca(data)
+    _broker_keystore(data)
     port, ctrl = free_port(), free_port()
     props = data / "server.properties"
     props.write_text(
@@ -264,6 +307,7 @@ def sasl_broker(services: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             admin=ADMIN_PASSWORD,
             user=KAFKA_USER,
             password=KAFKA_PASSWORD,
+            store=STORE_PASSWORD,
         )
     )
     jvm = [find_java(), "-Xms128m", "-Xmx512m", "-cp", f"{ensure_jars(services)}/*"]
@@ -288,9 +332,9 @@ def sasl_broker(services: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         proc = subprocess.Popen(
             [*jvm, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT
         )
-    bootstrap = f"127.0.0.1:{port}"
+    broker = SaslBroker(f"127.0.0.1:{port}", ca)
     try:
-        admin = AdminClient(_sasl_config(bootstrap, KAFKA_PASSWORD))
+        admin = AdminClient(_sasl_config(broker, KAFKA_PASSWORD))
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -300,7 +344,7 @@ def sasl_broker(services: Settings, tmp_path_factory: pytest.TempPathFactory) ->
                 assert proc.poll() is None and time.monotonic() < deadline, (
                     data / "broker.log"
                 ).read_text()[-3000:]
-        yield bootstrap
+        yield broker
     finally:
         proc.terminate()
         try:
@@ -310,7 +354,9 @@ def sasl_broker(services: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             proc.wait()
 
 
-def test_kafka_sasl_settings_produce_and_consume_on_a_sasl_broker(sasl_broker: str) -> None:
+def test_kafka_sasl_and_tls_settings_produce_and_consume_on_a_sasl_ssl_broker(
+    sasl_broker: SaslBroker,
+) -> None:
     config = _sasl_config(sasl_broker, KAFKA_PASSWORD)
     topic = f"sasl-{uuid.uuid4().hex[:8]}"
     producer = Producer(config | {"acks": "all"})
@@ -330,7 +376,7 @@ def test_kafka_sasl_settings_produce_and_consume_on_a_sasl_broker(sasl_broker: s
     assert got == b"scored"
 
 
-def test_kafka_wrong_sasl_password_is_a_clear_error(sasl_broker: str) -> None:
+def test_kafka_wrong_sasl_password_is_a_clear_error(sasl_broker: SaslBroker) -> None:
     errors: list[KafkaError] = []
     config = _sasl_config(sasl_broker, "not-the-password")
     admin = AdminClient(config | {"error_cb": errors.append, "log_level": 0})
@@ -339,3 +385,16 @@ def test_kafka_wrong_sasl_password_is_a_clear_error(sasl_broker: str) -> None:
     admin.poll(1)  # serves error_cb
     assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
     assert any("Authentication failed" in e.str() for e in errors), errors
+
+
+def test_kafka_tls_refuses_a_broker_certificate_from_another_ca(
+    sasl_broker: SaslBroker, tmp_path: Path
+) -> None:
+    errors: list[KafkaError] = []
+    other = _sasl_config(sasl_broker, KAFKA_PASSWORD, _self_signed_ca(tmp_path))
+    admin = AdminClient(other | {"error_cb": errors.append, "log_level": 0})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=5)
+    admin.poll(1)  # serves error_cb
+    assert any(e.code() == KafkaError._SSL for e in errors), errors
+    assert any("certificate verify failed" in e.str() for e in errors), errors
