@@ -15,29 +15,10 @@ import pytest
 from core.contract import REQUEST_FIELDS, feature_order
 from core.request_features import compute
 from core.store import feature_service, open_store
+from harness.reference import ProfileView
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
-
-
-def brute_force_asof(
-    table: pd.DataFrame, key: str, entities: pd.DataFrame, ttl: timedelta, columns: list[str]
-) -> pd.DataFrame:
-    """For every entity row, scan its key's rows: latest at or before t, not older than ttl."""
-    by_key = {k: g for k, g in table.groupby(key)}
-    out = []
-    for key_value, ts in zip(entities[key], entities["event_timestamp"], strict=True):
-        rows = by_key.get(key_value)
-        hit = None
-        if rows is not None:
-            ok = rows[(rows["event_timestamp"] <= ts) & (rows["event_timestamp"] + ttl >= ts)]
-            if not ok.empty:
-                order = ["event_timestamp"] + (
-                    ["created_timestamp"] if "created_timestamp" in ok else []
-                )
-                hit = ok.sort_values(order).iloc[-1]
-        out.append({c: (None if hit is None else hit[c]) for c in columns})
-    return pd.DataFrame(out, columns=columns)
 
 
 def test_historical_features_equal_brute_force(stack: Stack) -> None:
@@ -74,10 +55,12 @@ def test_historical_features_equal_brute_force(stack: Stack) -> None:
     ]:
         view = views[view_name]
         assert view.ttl is not None
-        columns = [f.name for f in view.features]
-        parts.append(
-            brute_force_asof(pd.read_parquet(data / path), key, entities, view.ttl, columns)
-        )
+        table = pd.read_parquet(data / path)
+        created = "created_timestamp" if "created_timestamp" in table else None
+        features = [f.name for f in view.features]
+        stamps = ("event_timestamp", created)
+        brute = ProfileView.of_frame(view_name, table, key, stamps, view.ttl, features)
+        parts.append(brute.as_of_rows(entities))
     expected = pd.concat(parts, axis=1)
     odfv_inputs = {c: entities[c].tolist() for c in REQUEST_FIELDS} | {
         c: [None if pd.isna(v) else v for v in expected[c]]
