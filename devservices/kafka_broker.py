@@ -60,6 +60,9 @@ advertised.listeners=PLAINTEXT://{host}:{port}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs={log_dirs}
+"""
+# What a one-broker cluster needs (internal topics cannot have more replicas than brokers).
+SINGLE_NODE_PROPERTIES = """\
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
@@ -256,6 +259,7 @@ def _write_config(data: Path, host: str, port: int) -> tuple[Path, Path]:
     props = data / "server.properties"
     props.write_text(
         SERVER_PROPERTIES.format(host=host, port=port, ctrl_port=port + 1, log_dirs=data / "logs")
+        + SINGLE_NODE_PROPERTIES
     )
     log4j = data / "log4j2.properties"
     log4j.write_text(LOG4J2_PROPERTIES)

@@ -19,7 +19,7 @@ from typing import NamedTuple, cast
 import pandas as pd
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from streaming.produce import encode, ensure_topic
+from streaming.produce import encode, ensure_topic, send
 
 QUIET = {"log_level": 2}  # our clients: no librdkafka FAIL lines while a broker is down
 
@@ -70,12 +70,7 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes, bytes]], pa
     ensure_topic(bootstrap, topic, parts)
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20})
     for key, value in items:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:  # local queue full: let deliveries drain it
-                producer.poll(0.05)
+        send(producer, topic, key, value)
     if producer.flush(60) != 0:
         raise TimeoutError(f"messages to {topic} not acknowledged within 60 s")
 

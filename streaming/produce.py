@@ -62,6 +62,16 @@ def ensure_topic(
             raise
 
 
+def send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    """Queue one message, waiting while librdkafka's local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:  # local queue full: let deliveries drain it
+            producer.poll(0.05)
+
+
 def produce(
     producer: Producer,
     topic: str,
@@ -75,12 +85,7 @@ def produce(
     sent = 0
     for row in rows:
         key, value = encode(row, datetime.now(timezone.utc) if retime else None)
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:  # local queue full: let librdkafka drain it
-                producer.poll(0.05)
+        send(producer, topic, key, value)
         sent += 1
         if sent % chunk == 0:
             producer.poll(0)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -25,12 +25,16 @@ from core.settings import PROJECT_ROOT
 from core.store import feature_service, open_store
 from harness.reference import reference
 from serving.app import create_app
-from tests.conftest import Stack
+from tests.conftest import Clock, Stack
 from tests.integration.test_cli_errors import assert_one_line_error
 
 pytestmark = pytest.mark.integration
 
-DAY = datetime.now(timezone.utc).date() - timedelta(days=1)  # the last day of the stack's data
+
+@pytest.fixture
+def day(clock: Clock) -> date:
+    """Yesterday as of the session's clock: the last whole day of the stack's data."""
+    return clock.now.date() - timedelta(days=1)
 
 
 def score(stack: Stack, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,11 +45,11 @@ def read_scores(partition: Path) -> pd.DataFrame:
     return duckdb.execute(f"SELECT * FROM read_parquet('{partition}/part-*.parquet')").df()
 
 
-def partition(out: Path, day: date = DAY) -> Path:
+def partition(out: Path, day: date) -> Path:
     return out / f"date={day.isoformat()}"
 
 
-def day_transactions(stack: Stack, day: date = DAY) -> pd.DataFrame:
+def day_transactions(stack: Stack, day: date) -> pd.DataFrame:
     tx = pd.read_parquet(stack.settings.data_dir / "transactions.parquet")
     start = pd.Timestamp(day.isoformat(), tz="UTC")
     return tx[
@@ -53,14 +57,16 @@ def day_transactions(stack: Stack, day: date = DAY) -> pd.DataFrame:
     ]
 
 
-def test_scores_equal_predictor_on_brute_force_join(trained: Stack, tmp_path: Path) -> None:
+def test_scores_equal_predictor_on_brute_force_join(
+    trained: Stack, tmp_path: Path, day: date
+) -> None:
     """The job's scores equal the predictor's on vectors joined by the brute-force reference
     (``harness.reference``: windows from the raw transactions, profiles row by row,
     request features from their meaning), which shares no code with the job."""
     history = pd.read_parquet(trained.settings.data_dir / "transactions.parquet")
     tied = history.duplicated(["user_id", "event_timestamp"], keep=False)  # order arbitrary
-    day = day_transactions(trained)
-    entities = day[~tied.loc[day.index]].sample(400, random_state=3).drop(columns=["is_fraud"])
+    rows = day_transactions(trained, day)
+    entities = rows[~tied.loc[rows.index]].sample(400, random_state=3).drop(columns=["is_fraud"])
     edge = entities.head(2).copy()
     edge["transaction_id"] = ["unknown-user", "unknown-merchant"]
     edge["user_id"] = [10**9, edge["user_id"].iloc[1]]
@@ -69,9 +75,9 @@ def test_scores_equal_predictor_on_brute_force_join(trained: Stack, tmp_path: Pa
     path = tmp_path / "entities.parquet"
     entities.to_parquet(path, index=False)
 
-    out = score(trained, tmp_path / "scores", "--date", DAY.isoformat(), "--entities", str(path))
+    out = score(trained, tmp_path / "scores", "--date", day.isoformat(), "--entities", str(path))
     assert out.returncode == 0, out.stderr
-    got = read_scores(partition(tmp_path / "scores")).sort_values("transaction_id")
+    got = read_scores(partition(tmp_path / "scores", day)).sort_values("transaction_id")
 
     store = open_store(trained.settings)
     service = feature_service(store)
@@ -85,7 +91,7 @@ def test_scores_equal_predictor_on_brute_force_join(trained: Stack, tmp_path: Pa
     assert got["transaction_id"].tolist() == entities["transaction_id"].tolist()
     # Same features, same predictor; a row's place in the matrix can move the last bit (SIMD).
     np.testing.assert_allclose(got["score"].to_numpy(), expected, rtol=1e-12, atol=0)
-    manifest = read_manifest(partition(tmp_path / "scores"))
+    manifest = read_manifest(partition(tmp_path / "scores", day))
     assert manifest is not None
     assert manifest["rows_in"] == manifest["rows_out"] == len(entities)
     assert manifest["rows_missing_features"] >= 2
@@ -93,25 +99,27 @@ def test_scores_equal_predictor_on_brute_force_join(trained: Stack, tmp_path: Pa
     assert manifest["feature_service"] == service.name
 
 
-def test_rerun_replaces_the_day_without_duplicates(trained: Stack, tmp_path: Path) -> None:
+def test_rerun_replaces_the_day_without_duplicates(
+    trained: Stack, tmp_path: Path, day: date
+) -> None:
     out = tmp_path / "scores"
-    first = score(trained, out, "--date", DAY.isoformat(), "--chunk-rows", "3000")
+    first = score(trained, out, "--date", day.isoformat(), "--chunk-rows", "3000")
     assert first.returncode == 0, first.stderr
-    before = read_scores(partition(out))
-    run_1 = read_manifest(partition(out))
-    second = score(trained, out, "--date", DAY.isoformat(), "--chunk-rows", "4000")
+    before = read_scores(partition(out, day))
+    run_1 = read_manifest(partition(out, day))
+    second = score(trained, out, "--date", day.isoformat(), "--chunk-rows", "4000")
     assert second.returncode == 0, second.stderr
-    after = read_scores(partition(out))
-    run_2 = read_manifest(partition(out))
+    after = read_scores(partition(out, day))
+    run_2 = read_manifest(partition(out, day))
 
     assert run_1 and run_2 and run_1["run_id"] != run_2["run_id"]
     assert set(after["run_id"]) == {run_2["run_id"]}
     assert after["transaction_id"].is_unique
-    assert len(after) == len(before) == len(day_transactions(trained))
+    assert len(after) == len(before) == len(day_transactions(trained, day))
     merged = before.merge(after, on="transaction_id")
     np.testing.assert_allclose(merged["score_x"], merged["score_y"], rtol=1e-12, atol=0)
-    assert [p.name for p in out.iterdir()] == [partition(out).name]  # no staging left over
-    assert is_complete(partition(out))
+    assert [p.name for p in out.iterdir()] == [partition(out, day).name]  # no staging left over
+    assert is_complete(partition(out, day))
 
 
 def test_empty_day_writes_an_empty_manifest(trained: Stack, tmp_path: Path) -> None:
@@ -125,33 +133,33 @@ def test_empty_day_writes_an_empty_manifest(trained: Stack, tmp_path: Path) -> N
     assert is_complete(partition(tmp_path, date(2001, 1, 1)))
 
 
-def test_dry_run_and_limit_write_nothing(trained: Stack, tmp_path: Path) -> None:
+def test_dry_run_and_limit_write_nothing(trained: Stack, tmp_path: Path, day: date) -> None:
     out = score(
-        trained, tmp_path / "scores", "--date", DAY.isoformat(), "--limit", "50", "--dry-run"
+        trained, tmp_path / "scores", "--date", day.isoformat(), "--limit", "50", "--dry-run"
     )
     assert out.returncode == 0, out.stderr
     assert '"rows_out": 50' in out.stdout and "dry run" in out.stdout
     assert not (tmp_path / "scores").exists()
 
 
-def test_feast_engine_gives_the_same_scores(trained: Stack, tmp_path: Path) -> None:
-    args = ("--date", DAY.isoformat(), "--limit", "2000")
+def test_feast_engine_gives_the_same_scores(trained: Stack, tmp_path: Path, day: date) -> None:
+    args = ("--date", day.isoformat(), "--limit", "2000")
     fast = score(trained, tmp_path / "fast", *args, "--chunk-rows", "700")
     ref = score(trained, tmp_path / "feast", *args, "--engine", "feast", "--chunk-rows", "700")
     assert fast.returncode == 0 and ref.returncode == 0, fast.stderr + ref.stderr
-    a = read_scores(partition(tmp_path / "fast")).sort_values("transaction_id")
-    b = read_scores(partition(tmp_path / "feast")).sort_values("transaction_id")
+    a = read_scores(partition(tmp_path / "fast", day)).sort_values("transaction_id")
+    b = read_scores(partition(tmp_path / "feast", day)).sort_values("transaction_id")
     assert a["transaction_id"].tolist() == b["transaction_id"].tolist()
     np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=1e-12, atol=0)
 
 
-def test_invalid_input_is_a_one_line_error(trained: Stack, tmp_path: Path) -> None:
+def test_invalid_input_is_a_one_line_error(trained: Stack, tmp_path: Path, day: date) -> None:
     assert_one_line_error(score(trained, tmp_path, "--date", "2024-02-30"), "invalid date")
     assert_one_line_error(score(trained, tmp_path, "--limit", "0"), "positive integer")
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    out = score(trained, blocker / "scores", "--date", DAY.isoformat())
+    out = score(trained, blocker / "scores", "--date", day.isoformat())
     assert_one_line_error(out, "not writable", str(blocker))
 
     model = tmp_path / "model"
@@ -172,17 +180,17 @@ def test_invalid_input_is_a_one_line_error(trained: Stack, tmp_path: Path) -> No
     assert not list(tmp_path.glob("date=*"))
 
 
-def test_publish_serves_the_latest_score_online(trained: Stack, tmp_path: Path) -> None:
-    out = score(trained, tmp_path, "--date", DAY.isoformat(), "--publish")
+def test_publish_serves_the_latest_score_online(trained: Stack, tmp_path: Path, day: date) -> None:
+    out = score(trained, tmp_path, "--date", day.isoformat(), "--publish")
     assert out.returncode == 0, out.stderr
-    scores = read_scores(partition(tmp_path))
+    scores = read_scores(partition(tmp_path, day))
     latest = (
         scores.sort_values(["event_timestamp", "transaction_id"])
         .groupby("user_id")
         .tail(1)
         .set_index("user_id")
     )
-    manifest = read_manifest(partition(tmp_path))
+    manifest = read_manifest(partition(tmp_path, day))
     assert manifest and manifest["published_users"] == len(latest)
 
     store = open_store(trained.settings)
@@ -201,15 +209,15 @@ def test_publish_serves_the_latest_score_online(trained: Stack, tmp_path: Path) 
     assert served.json()["model_version"] == latest.loc[users[0], "model_version"]
 
     # Offline too, and publishing the day again replaces rather than appends.
-    again = score(trained, tmp_path, "--date", DAY.isoformat(), "--publish")
+    again = score(trained, tmp_path, "--date", day.isoformat(), "--publish")
     assert again.returncode == 0, again.stderr
     published = pd.read_parquet(trained.settings.data_dir / "published_scores.parquet")
     assert published["user_id"].is_unique and len(published) == len(latest)
 
 
-def test_backfill_resumes_after_a_crash(trained: Stack, tmp_path: Path) -> None:
+def test_backfill_resumes_after_a_crash(trained: Stack, tmp_path: Path, day: date) -> None:
     out = tmp_path / "scores"
-    days = [DAY - timedelta(days=2), DAY - timedelta(days=1), DAY]
+    days = [day - timedelta(days=2), day - timedelta(days=1), day]
     args = ["-m", "batch", "backfill", "--output", str(out), "--start", days[0].isoformat()]
     # Kill it while the second date is being written.
     proc = subprocess.Popen(
@@ -230,7 +238,7 @@ def test_backfill_resumes_after_a_crash(trained: Stack, tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert f"{days[0]}: skipped" in resumed.stdout
     assert read_manifest(partition(out, days[0])) == first  # not redone
-    for day in days:
-        assert is_complete(partition(out, day))
-        assert len(read_scores(partition(out, day))) == len(day_transactions(trained, day))
+    for each in days:
+        assert is_complete(partition(out, each))
+        assert len(read_scores(partition(out, each))) == len(day_transactions(trained, each))
     assert not list(out.glob(".tmp-*")) and not (out / MANIFEST).exists()
