@@ -31,6 +31,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from core.duck import connect
 from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from datagen.generate import GeneratorConfig
@@ -101,15 +102,13 @@ def model_dir() -> Path:
 
 def probe(kind: str, day: date) -> None:
     """Child-process side: one retrieval measured from entity rows in memory to result."""
-    import duckdb
 
     from core.settings import get_settings
     from core.store import feature_service, open_store
 
     settings = get_settings()
     data = settings.data_dir
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     start = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
     end = start + timedelta(days=1)
     where = f"event_timestamp >= '{start.isoformat()}' AND event_timestamp < '{end.isoformat()}'"

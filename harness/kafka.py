@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 import pandas as pd
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from streaming.produce import encode, ensure_topic, send
 
@@ -86,6 +86,7 @@ def read_topic(
             "group.id": f"harness-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
+            "fetch.max.bytes": 64 << 20,  # room for the fuzzer's near-limit messages
         }
         | QUIET
     )
@@ -101,6 +102,9 @@ def read_topic(
                 out.append(msg)
             elif err.code() == KafkaError._PARTITION_EOF:
                 done.add(int(msg.partition() or 0))
+            else:
+                consumer.close()
+                raise KafkaException(err)
     consumer.close()
     if len(done) < len(parts) or len(out) < at_least:
         raise TimeoutError(f"read {len(out)} messages of {topic}, not all within {timeout_s} s")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,22 +25,23 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any, cast
+from typing import IO, Any
 
-import duckdb
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from core.aggregations import FEATURE_NAMES, backfill_sql
 from core.cli import Parser, run_cli
 from core.contract import WINDOWS_VIEW
+from core.duck import connect
 from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import open_store
 from harness.flow import BATCH_FLOW as FLOW
-from harness.kafka import Topics
+from harness.flow import flow_env as harness_flow_env
+from harness.kafka import Record, Topics, drain
 from harness.report import Check, table, write_json
 from streaming.produce import ensure_topic
 from verify.fuzz_corpus import (
@@ -57,7 +57,7 @@ from verify.fuzz_corpus import (
 )
 
 POLICIES = ("score", "dead_letter")
-Message = tuple[bytes | None, bytes, dict[str, bytes]]
+Message = Record
 SCORE_FIELD = re.compile(rb'"score":\s*([-+0-9.eE]+|NaN)')
 QUIET = 3  # librdkafka logs errors only: the expected size rejections would flood the table
 
@@ -136,51 +136,10 @@ def produce(bootstrap: str, topic: str, cases: Sequence[Case], max_bytes: int) -
         raise RuntimeError(f"corpus not delivered to {topic}: {failed[:3]}")
 
 
-def drain(bootstrap: str, topic: str) -> list[Message]:
-    """Every message of ``topic``, each partition read to its end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "log_level": QUIET,
-            "group.id": f"fuzz-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 64 << 20,
-        }
-    )
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.subscribe([topic])
-        out: list[Message] = []
-        done: set[int] = set()
-        while len(done) < len(parts):
-            msg = consumer.poll(10)
-            if msg is None:
-                raise TimeoutError(f"timed out reading {topic}")
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(err)
-                done.add(int(msg.partition() or 0))
-                continue
-            headers = dict(cast(list[tuple[str, bytes]], msg.headers() or []))
-            out.append((msg.key(), msg.value() or b"", headers))
-        return out
-    finally:
-        consumer.close()
-
-
 def flow_env(settings: Settings, topics: Topics, policy: str) -> dict[str, str]:
-    env = dict(os.environ) | topics.env()
-    env |= {
-        "FEATURE_REPO": str(settings.feature_repo),
-        "REDIS_CONNECTION_STRING": settings.redis_connection_string,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "STREAM_UNKNOWN_ENTITY": policy,
+    return harness_flow_env(settings, settings.kafka_bootstrap_servers, topics) | {
+        "STREAM_UNKNOWN_ENTITY": policy
     }
-    if settings.model_dir is not None:
-        env["MODEL_DIR"] = str(settings.model_dir)
-    return env
 
 
 @dataclass
@@ -244,8 +203,7 @@ def window_mismatches(settings: Settings, cases: Sequence[Case], users: Sequence
     """Users whose online window row differs from the backfill at their newest event."""
     frame = pd.DataFrame([c.body for c in cases if c.body is not None])
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     con.register("events", frame)
     every = con.execute(backfill_sql("events")).df()
     want = every.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")

@@ -12,7 +12,6 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from batch.output import MANIFEST, is_complete, read_manifest
 from core.aggregations import FEATURE_NAMES
+from core.duck import connect
 from core.predictor import MANIFEST_FILE, Predictor
 from core.settings import PROJECT_ROOT
 from core.store import feature_service, open_store
@@ -42,7 +42,7 @@ def score(stack: Stack, out: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def read_scores(partition: Path) -> pd.DataFrame:
-    return duckdb.execute(f"SELECT * FROM read_parquet('{partition}/part-*.parquet')").df()
+    return connect().sql(f"SELECT * FROM read_parquet('{partition}/part-*.parquet')").df()
 
 
 def partition(out: Path, day: date) -> Path:
