@@ -36,8 +36,8 @@ from schemathesis.specs.openapi.checks import (
 
 from core.cli import Parser, run_cli
 from core.settings import PROJECT_ROOT, Settings, get_settings
-from serving.launch import free_port, launched, serving_command
-from verify.report import Check, table, write_json
+from harness.report import Check, table, write_json
+from harness.servers import free_port, launched, serving_command
 
 SEED = 20261128
 CONFORMANCE = [
@@ -56,10 +56,16 @@ class Outcome:
     examples: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    no_input: bool = False  # negative mode, and the operation takes nothing that can be broken
 
     @property
     def server_errors(self) -> int:
         return sum(n for s, n in self.statuses.items() if s >= 500 and s not in DOCUMENTED_5XX)
+
+    @property
+    def answered(self) -> int:
+        """Responses other than the documented 503: a server down for good answers none."""
+        return self.examples - sum(self.statuses[s] for s in DOCUMENTED_5XX)
 
 
 def fuzz_operation(
@@ -100,8 +106,9 @@ def fuzz_operation(
     try:
         send()
     except Unsatisfiable:  # e.g. negative mode for an operation that takes no input
-        if outcome.examples:
+        if outcome.examples or mode is not GenerationMode.NEGATIVE:
             raise
+        outcome.no_input = True
     return outcome
 
 
@@ -140,14 +147,16 @@ def run(settings: Settings, examples: int = 200, details: list[str] | None = Non
     """Fuzz a fresh server; one row per operation and mode. Failures go to ``details``."""
     with tempfile.TemporaryDirectory(prefix="fuzz-api-") as tmp, served(settings, Path(tmp)) as url:
         outcomes = fuzz(url, examples)
-    checks = []
+    checks = [Check("all", "operations fuzzed", str(len(outcomes) // 2), len(outcomes) > 0)]
     for name, o in outcomes.items():
-        if not o.examples:
-            continue  # nothing of this operation can break the schema
+        if o.no_input:
+            checks.append(Check(name, "examples", "none: no input to break", True))
+            continue
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(o.statuses.items()))
         failed = len(o.failures)
         checks += [
             Check(name, "examples (status: count)", f"{o.examples} ({statuses})", o.examples > 0),
+            Check(name, "answered other than 503", str(o.answered), o.answered > 0),
             Check(name, "server errors (5xx but 503)", str(o.server_errors), o.server_errors == 0),
             Check(name, "responses breaking the schema", str(failed), failed == 0),
         ]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.report import table
 from tests.conftest import Stack
 from verify.fuzz_api import run
-from verify.report import table
 
 pytestmark = pytest.mark.integration
 
