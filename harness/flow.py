@@ -84,6 +84,26 @@ def cluster_commands(processes: int, flow: str = BATCH_FLOW) -> list[list[str]]:
     return [[*command, "-i", str(i)] for i in range(processes)]
 
 
+def run_cluster(env: dict[str, str], processes: int, timeout_s: float = 300) -> None:
+    """The batch flow as a local Bytewax cluster of ``processes`` processes to its end;
+    RuntimeError with its output if any process fails."""
+    procs = [
+        subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for command in cluster_commands(processes)
+    ]
+    outputs = [proc.communicate(timeout=timeout_s)[0] for proc in procs]
+    for i, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
+        if proc.returncode != 0:
+            raise RuntimeError(f"cluster process {i} exited {proc.returncode}:\n{output}")
+
+
 @contextmanager
 def tailing(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``fraud-stream`` tailing its topics, as deployed; interrupted on exit."""

@@ -18,11 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import redis
 
-from core.settings import Settings
+from core.settings import PROJECT_ROOT, Settings
 from devservices._common import (
     ServiceError,
     log_tail,
@@ -45,6 +46,15 @@ from devservices.kafka_broker import (
 )
 
 HOST = "127.0.0.1"
+
+# One valid scoring request, for the serving tests.
+SAMPLE_REQUEST: dict[str, Any] = {
+    "user_id": 5,
+    "merchant_id": 3,
+    "amount": 120.5,
+    "channel": "online",
+    "country": "GB",
+}
 
 
 def free_ports(n: int) -> list[int]:
@@ -96,6 +106,16 @@ def launched(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextmanager
+def serving_process(env: dict[str, str], log: Path) -> Iterator[str]:
+    """``python -m serving`` as users run it, from the project root with ``env``; yields its
+    base URL once /health answers."""
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    with launched(serving_command(port), f"{url}/health", log, env, PROJECT_ROOT):
+        yield url
 
 
 @dataclass

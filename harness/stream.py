@@ -66,6 +66,15 @@ def private_events(settings: Settings, budget: int, seed: int) -> pd.DataFrame:
     return events.reset_index(drop=True)
 
 
+def recent_events(settings: Settings, users: int, hours: float, end: datetime) -> pd.DataFrame:
+    """The last ``hours`` of the first ``users`` users' transactions, shifted to end at
+    ``end``, under fresh user ids whose profiles are copied to the online store."""
+    tx = pd.read_parquet(settings.data_dir / "transactions.parquet")
+    tx = tx[tx.user_id < users]
+    tx = tx[tx.event_timestamp > tx.event_timestamp.max() - timedelta(hours=hours)]
+    return privatize(settings, tx, end - tx.event_timestamp.max())
+
+
 def expected_latest(events: pd.DataFrame) -> pd.DataFrame:
     """The offline backfill's aggregates at each user's newest event: what Redis must hold."""
     con = connect()
@@ -81,6 +90,17 @@ def online_windows(settings: Settings, users: list[int]) -> pd.DataFrame:
         entity_rows=[{"user_id": u} for u in users],
     )
     return got.to_df().set_index("user_id")
+
+
+def assert_online_equals_backfill(settings: Settings, events: pd.DataFrame) -> None:
+    """The online store holds, for every user of ``events``, exactly the offline backfill's
+    aggregates at its newest event: one series comparison per feature."""
+    want = expected_latest(events)
+    got = online_windows(settings, [int(u) for u in want.index])
+    for name in FEATURE_NAMES:
+        pd.testing.assert_series_equal(
+            got[name].astype("float64"), want[name].astype("float64"), obj=name
+        )
 
 
 def online_mismatches(settings: Settings, want: pd.DataFrame) -> tuple[int, int]:

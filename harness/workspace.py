@@ -46,6 +46,10 @@ class Workspace:
     def repo(self) -> Path:
         return self.settings.feature_repo
 
+    def settings_with(self, **overrides: Any) -> Settings:
+        """This workspace's settings with ``overrides`` (Settings fields) applied."""
+        return Settings(**(self.settings.model_dump() | overrides))
+
     def run(
         self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:

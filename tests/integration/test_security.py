@@ -32,10 +32,15 @@ from core.predictor import Predictor
 from core.settings import PROJECT_ROOT, Settings
 from core.store import feature_service, open_store
 from devservices.kafka_broker import SINGLE_NODE_PROPERTIES, ensure_jars, find_java
-from harness.servers import free_port, launched, private_redis, serving_command
+from harness.servers import (
+    SAMPLE_REQUEST,
+    free_port,
+    launched,
+    private_redis,
+    serving_command,
+)
 from serving.deps import check_api_key
 from tests.conftest import Stack, feast_cli
-from tests.integration.serving_support import ROW
 
 pytestmark = pytest.mark.integration
 
@@ -115,8 +120,8 @@ def _sdk_score(stack: Stack, connection_string: str, row: dict[str, Any]) -> flo
 def test_sdk_reads_with_the_default_user_password_and_with_the_reader(
     ready: Stack, locked: Locked
 ) -> None:
-    by_password = _sdk_score(ready, locked.url(None, ADMIN_PASSWORD), ROW)
-    by_reader = _sdk_score(ready, locked.url(READER, READER_PASSWORD), ROW)
+    by_password = _sdk_score(ready, locked.url(None, ADMIN_PASSWORD), SAMPLE_REQUEST)
+    by_reader = _sdk_score(ready, locked.url(READER, READER_PASSWORD), SAMPLE_REQUEST)
     assert by_password == by_reader
 
 
@@ -141,22 +146,22 @@ def test_predict_through_a_read_only_acl_user_equals_the_sdk(
     ready: Stack, locked: Locked, served: tuple[str, Path]
 ) -> None:
     url, _ = served
-    r = httpx.post(f"{url}/v1/predict", json=ROW, headers=HEADERS, timeout=10)
+    r = httpx.post(f"{url}/v1/predict", json=SAMPLE_REQUEST, headers=HEADERS, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["missing_features"] == []
     assert r.json()["score"] == pytest.approx(
-        _sdk_score(ready, locked.url(READER, READER_PASSWORD), ROW), abs=1e-12
+        _sdk_score(ready, locked.url(READER, READER_PASSWORD), SAMPLE_REQUEST), abs=1e-12
     )
 
 
 def test_no_secret_in_logs_or_metrics(served: tuple[str, Path]) -> None:
     url, log = served
     with httpx.Client(base_url=url, timeout=10) as client:
-        assert client.post("/v1/predict", json=ROW, headers=HEADERS).status_code == 200
-        wrong = client.post("/v1/predict", json=ROW, headers={"X-API-Key": WRONG_KEY})
+        assert client.post("/v1/predict", json=SAMPLE_REQUEST, headers=HEADERS).status_code == 200
+        wrong = client.post("/v1/predict", json=SAMPLE_REQUEST, headers={"X-API-Key": WRONG_KEY})
         assert wrong.status_code == 401
-        assert client.post("/v1/predict", json=ROW).status_code == 401
-        bad = client.post("/v1/predict", json=ROW | {"amount": -1}, headers=HEADERS)
+        assert client.post("/v1/predict", json=SAMPLE_REQUEST).status_code == 401
+        bad = client.post("/v1/predict", json=SAMPLE_REQUEST | {"amount": -1}, headers=HEADERS)
         assert bad.status_code == 422
         assert client.get("/ready").status_code == 200
         metrics = client.get("/metrics").text

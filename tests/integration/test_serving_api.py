@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from core.aggregations import FEATURE_NAMES
 from core.predictor import Predictor
 from core.store import feature_service, open_store
+from harness.servers import SAMPLE_REQUEST
 from serving.app import create_app
 from tests.conftest import Stack
-from tests.integration.serving_support import ROW, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +35,10 @@ def sdk_score(stack: Stack, row: dict[str, Any]) -> tuple[float, dict[str, list[
 
 
 def test_prediction_equals_predictor_on_sdk_features(client: TestClient, ready: Stack) -> None:
-    r = client.post("/v1/predict?explain=true", json=ROW | {"transaction_id": "t-1"})
+    r = client.post("/v1/predict?explain=true", json=SAMPLE_REQUEST | {"transaction_id": "t-1"})
     assert r.status_code == 200, r.text
     body = r.json()
-    expected, features = sdk_score(ready, ROW)
+    expected, features = sdk_score(ready, SAMPLE_REQUEST)
     assert body["score"] == expected
     assert body["transaction_id"] == "t-1"
     assert body["feature_service"] == "fraud_model_v1"
@@ -54,7 +54,7 @@ def test_prediction_equals_predictor_on_sdk_features(client: TestClient, ready: 
 
 
 def test_unknown_entity_is_scored_with_defaults(client: TestClient, ready: Stack) -> None:
-    row = ROW | {"user_id": 10**15}
+    row = SAMPLE_REQUEST | {"user_id": 10**15}
     r = client.post("/v1/predict", json=row)
     assert r.status_code == 200
     body = r.json()
@@ -64,13 +64,13 @@ def test_unknown_entity_is_scored_with_defaults(client: TestClient, ready: Stack
 
 
 def test_stale_features_count_as_missing(ready: Stack) -> None:
-    settings = settings_for(ready, serving_max_age_seconds={"user_txn_windows": 1.0})
+    settings = ready.settings_with(serving_max_age_seconds={"user_txn_windows": 1.0})
     with TestClient(create_app(settings)) as c:
-        body = c.post("/v1/predict", json=ROW).json()
+        body = c.post("/v1/predict", json=SAMPLE_REQUEST).json()
     assert body["stale_features"] == list(FEATURE_NAMES)
     assert not set(FEATURE_NAMES) & set(body["missing_features"])
-    unknown = sdk_score(ready, ROW | {"user_id": 10**15})[1]
-    with_defaults = sdk_score(ready, ROW)[1] | {n: unknown[n] for n in FEATURE_NAMES}
+    unknown = sdk_score(ready, SAMPLE_REQUEST | {"user_id": 10**15})[1]
+    with_defaults = sdk_score(ready, SAMPLE_REQUEST)[1] | {n: unknown[n] for n in FEATURE_NAMES}
     service = feature_service(open_store(ready.settings))
     expected = Predictor.load(ready.settings.model_path, service).predict(with_defaults)[0]
     assert body["score"] == float(expected)
@@ -90,7 +90,7 @@ def test_stale_features_count_as_missing(ready: Stack) -> None:
 def test_malformed_fields_get_422_naming_the_field(
     client: TestClient, patch: dict[str, Any], field: str
 ) -> None:
-    r = client.post("/v1/predict", json=ROW | patch)
+    r = client.post("/v1/predict", json=SAMPLE_REQUEST | patch)
     assert r.status_code == 422
     assert any(field in d["loc"] for d in r.json()["detail"]), r.json()
 
@@ -105,15 +105,15 @@ def test_malformed_body_gets_422(client: TestClient) -> None:
     assert {"merchant_id", "amount"} <= {d["loc"][-1] for d in missing.json()["detail"]}
     nan = client.post(
         "/v1/predict",
-        content=json.dumps(ROW | {"amount": float("nan")}),
+        content=json.dumps(SAMPLE_REQUEST | {"amount": float("nan")}),
         headers={"content-type": "application/json"},
     )
     assert nan.status_code == 422
 
 
 def test_many_records_are_in_order_and_limited(ready: Stack) -> None:
-    settings = settings_for(ready, serving_max_batch=5, serving_max_body_bytes=4000)
-    rows = [ROW | {"user_id": u, "transaction_id": f"t{u}"} for u in (7, 10**15, 3, 11)]
+    settings = ready.settings_with(serving_max_batch=5, serving_max_body_bytes=4000)
+    rows = [SAMPLE_REQUEST | {"user_id": u, "transaction_id": f"t{u}"} for u in (7, 10**15, 3, 11)]
     with TestClient(create_app(settings)) as c:
         r = c.post("/v1/predict/batch", json={"records": rows})
         assert r.status_code == 200
@@ -131,18 +131,23 @@ def test_api_key_required_accepted_and_never_logged(
     ready: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = "s3cret-key-value"
-    settings = settings_for(ready, api_key=key)
+    settings = ready.settings_with(api_key=key)
     with TestClient(create_app(settings)) as c:
         logging.getLogger("serving").propagate = True  # let caplog see the access log
         try:
             with caplog.at_level(logging.DEBUG, logger="serving"):
-                assert c.post("/v1/predict", json=ROW).status_code == 401
+                assert c.post("/v1/predict", json=SAMPLE_REQUEST).status_code == 401
                 assert (
-                    c.post("/v1/predict", json=ROW, headers={"X-API-Key": "wrong"}).status_code
+                    c.post(
+                        "/v1/predict", json=SAMPLE_REQUEST, headers={"X-API-Key": "wrong"}
+                    ).status_code
                     == 401
                 )
                 assert (
-                    c.post("/v1/predict", json=ROW, headers={"X-API-Key": key}).status_code == 200
+                    c.post(
+                        "/v1/predict", json=SAMPLE_REQUEST, headers={"X-API-Key": key}
+                    ).status_code
+                    == 200
                 )
                 assert c.get("/v1/scores/5").status_code == 401
                 assert c.get("/health").status_code == 200
@@ -184,7 +189,7 @@ def test_openapi_declares_the_api_key_and_every_secured_operation_uses_it(
     """With API_KEY set, the document declares X-API-Key (the Authorize button of /docs) on
     exactly these routes; without one it declares none, as none is asked for."""
     assert "securitySchemes" not in client.get("/openapi.json").json()["components"]
-    with TestClient(create_app(settings_for(ready, api_key="k3y"))) as c:
+    with TestClient(create_app(ready.settings_with(api_key="k3y"))) as c:
         schema = c.get("/openapi.json").json()
     schemes = schema["components"]["securitySchemes"]
     assert schemes == {
@@ -219,14 +224,17 @@ def test_openapi_request_examples_are_accepted(client: TestClient) -> None:
 def test_access_log_carries_feature_values_only_at_debug(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    explained = client.post("/v1/predict?explain=true", json=ROW).json()["features"]
+    explained = client.post("/v1/predict?explain=true", json=SAMPLE_REQUEST).json()["features"]
     logging.getLogger("serving").propagate = True  # let caplog see the access log
     try:
         with caplog.at_level(logging.INFO, logger="serving"):
-            info = client.post("/v1/predict", json=ROW)
+            info = client.post("/v1/predict", json=SAMPLE_REQUEST)
         with caplog.at_level(logging.DEBUG, logger="serving"):
-            debug = client.post("/v1/predict", json=ROW)
-            many = client.post("/v1/predict/batch", json={"records": [ROW, ROW | {"user_id": 7}]})
+            debug = client.post("/v1/predict", json=SAMPLE_REQUEST)
+            many = client.post(
+                "/v1/predict/batch",
+                json={"records": [SAMPLE_REQUEST, SAMPLE_REQUEST | {"user_id": 7}]},
+            )
     finally:
         logging.getLogger("serving").propagate = False
     access = {
@@ -244,9 +252,9 @@ def test_access_log_carries_feature_values_only_at_debug(
 
 
 def test_metrics_content(client: TestClient) -> None:
-    client.post("/v1/predict", json=ROW)
-    client.post("/v1/predict", json=ROW | {"user_id": 10**15})
-    client.post("/v1/predict", json=ROW | {"amount": -1})
+    client.post("/v1/predict", json=SAMPLE_REQUEST)
+    client.post("/v1/predict", json=SAMPLE_REQUEST | {"user_id": 10**15})
+    client.post("/v1/predict", json=SAMPLE_REQUEST | {"amount": -1})
     text = client.get("/metrics").text
     for needle in (
         'serving_request_duration_seconds_bucket{endpoint="/v1/predict"',

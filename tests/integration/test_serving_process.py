@@ -17,8 +17,8 @@ import joblib
 import pytest
 
 from core.predictor import MANIFEST_FILE, MODEL_FILE, file_sha256
+from harness.servers import SAMPLE_REQUEST, serving_process
 from tests.conftest import Stack
-from tests.integration.serving_support import ROW, uvicorn_process
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def test_model_reload_under_load_fails_no_request(ready: Stack, tmp_path: Path) 
     model_dir = tmp_path / "model"
     shutil.copytree(ready.settings.model_path, model_dir)
     env = {"MODEL_DIR": str(model_dir), "MODEL_RELOAD_INTERVAL_S": "0.2"}
-    with uvicorn_process(ready, env, tmp_path / "serve.log") as url:
+    with serving_process(ready.env | env, tmp_path / "serve.log") as url:
         old = httpx.get(f"{url}/ready").json()["model_version"]
         stop = threading.Event()
         seen: list[tuple[int, str | None]] = []
@@ -65,7 +65,7 @@ def test_model_reload_under_load_fails_no_request(ready: Stack, tmp_path: Path) 
                 for _ in range(3000):  # bounded in count and, through `stop`, in time
                     if stop.is_set():
                         return
-                    r = client.post("/v1/predict", json=ROW)
+                    r = client.post("/v1/predict", json=SAMPLE_REQUEST)
                     seen.append((r.status_code, r.json().get("model_version")))
 
         threads = [threading.Thread(target=load) for _ in range(4)]

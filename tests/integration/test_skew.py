@@ -16,7 +16,6 @@ from feast.feature_logging import FeatureServiceLoggingSource
 from core.store import feature_service, open_store
 from serving.app import create_app
 from tests.conftest import Stack
-from tests.integration.serving_support import settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +57,7 @@ def test_served_vectors_are_logged_and_skew_is_found(ready: Stack, tmp_path: Pat
         }
         for u in [*range(2000, 2150), ghost]
     ]
-    with TestClient(create_app(settings_for(ready, feature_log_dir=logs))) as client:
+    with TestClient(create_app(ready.settings_with(feature_log_dir=logs))) as client:
         for lo in range(0, len(records), 50):
             answer = client.post("/v1/predict/batch", json={"records": records[lo : lo + 50]})
             assert answer.status_code == 200, answer.text

@@ -16,21 +16,12 @@ from core.aggregations import FEATURE_NAMES, SECS_SINCE_LAST, to_us
 from core.contract import REQUEST_FIELDS, WINDOWS_VIEW
 from core.predictor import Predictor
 from core.store import feature_service, open_store
+from harness.flow import run_cluster, run_flow
+from harness.kafka import Topics, drain, encoded, produce, scores
+from harness.stream import assert_online_equals_backfill, online_windows, recent_events
 from streaming.online import OnlineWriter
 from streaming.records import WindowRow
 from tests.conftest import Stack
-from tests.integration.stream_support import (
-    Topics,
-    assert_online_equals_backfill,
-    drain,
-    encoded,
-    online_windows,
-    private_events,
-    produce,
-    run_cluster,
-    run_flow,
-    scores,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +33,7 @@ def make_topics(stack: Stack, parts: int) -> Topics:
 def test_events_become_fresh_aggregates_scores_and_dead_letters(ready: Stack) -> None:
     stack = ready
     bootstrap = stack.settings.kafka_bootstrap_servers
-    events = private_events(stack, users=300, hours=20, end=datetime.now(timezone.utc))
+    events = recent_events(stack.settings, users=300, hours=20, end=datetime.now(timezone.utc))
     topics = make_topics(stack, parts=3)
     last = events.iloc[-1].to_dict()
     late = last | {
@@ -57,7 +48,7 @@ def test_events_become_fresh_aggregates_scores_and_dead_letters(ready: Stack) ->
         bootstrap, topics.transactions, [*encoded(events), *bad, *encoded(pd.DataFrame([late]))], 3
     )
 
-    out = run_flow(stack, topics)
+    out = run_flow(stack.env | topics.env())
     assert out.returncode == 0, out.stdout + out.stderr
 
     got = scores(bootstrap, topics.scores)
@@ -70,7 +61,7 @@ def test_events_become_fresh_aggregates_scores_and_dead_letters(ready: Stack) ->
     assert sorted(h["reason"].decode() for _, _, h in dead) == ["bad_json", "late", "schema"]
     assert {v for _, v, _ in dead} >= {b"{not json"}
 
-    assert_online_equals_backfill(stack, events)
+    assert_online_equals_backfill(stack.settings, events)
 
     # Each user's newest event scores as the online SDK read of the same record would.
     store = open_store(stack.settings)
@@ -97,14 +88,14 @@ def test_workers_and_processes_over_partitions_equal_one(ready: Stack) -> None:
     end = datetime.now(timezone.utc)
     scored, online = [], []
     for run in ("-w 1", "-w 2", "cluster of 2"):
-        events = private_events(stack, users=300, hours=20, end=end)
+        events = recent_events(stack.settings, users=300, hours=20, end=end)
         topics = make_topics(stack, parts=4)
         produce(bootstrap, topics.transactions, encoded(events), 4)
         if run.startswith("-w"):
-            out = run_flow(stack, topics, *run.split())
+            out = run_flow(stack.env | topics.env(), *run.split())
             assert out.returncode == 0, out.stdout + out.stderr
         else:
-            run_cluster(stack, topics, processes=2)
+            run_cluster(stack.env | topics.env(), processes=2)
         offset = int(events.transaction_id.iloc[0].rsplit("-", 1)[1])
         got = scores(bootstrap, topics.scores)
         assert len(got) == len(events), run
@@ -113,7 +104,7 @@ def test_workers_and_processes_over_partitions_equal_one(ready: Stack) -> None:
         rows = online_windows(stack.settings, sorted(int(u) for u in events.user_id.unique()))
         assert rows[list(FEATURE_NAMES)].notna().any(axis=1).all(), f"{run} wrote no online rows"
         online.append(rows.set_axis(rows.index - offset).sort_index())
-        assert_online_equals_backfill(stack, events)
+        assert_online_equals_backfill(stack.settings, events)
     for other_scores, other_rows in zip(scored[1:], online[1:], strict=True):
         pd.testing.assert_series_equal(scored[0], other_scores)
         pd.testing.assert_frame_equal(online[0], other_rows)
@@ -121,20 +112,20 @@ def test_workers_and_processes_over_partitions_equal_one(ready: Stack) -> None:
 
 def test_replay_mode_needs_no_broker(ready: Stack, tmp_path: Path) -> None:
     stack = ready
-    events = private_events(stack, users=200, hours=20, end=datetime.now(timezone.utc))
+    events = recent_events(stack.settings, users=200, hours=20, end=datetime.now(timezone.utc))
     source = tmp_path / "events.jsonl"
     lines = [v.decode() for _, v in encoded(events)] + ["{broken"]
     source.write_text("\n".join(lines) + "\n")
     got, dead = replay(stack, source, tmp_path / "out")
     assert sorted(s["transaction_id"] for s in got) == sorted(events.transaction_id)
     assert [(d["reason"], d["value"]) for d in dead] == [("bad_json", "{broken")]
-    assert_online_equals_backfill(stack, events)
+    assert_online_equals_backfill(stack.settings, events)
 
 
 def test_replay_mode_reads_parquet(ready: Stack, tmp_path: Path) -> None:
     """The datagen file layout (with its label column) replays too; a bad row is a dead letter."""
     stack = ready
-    events = private_events(stack, users=100, hours=20, end=datetime.now(timezone.utc))
+    events = recent_events(stack.settings, users=100, hours=20, end=datetime.now(timezone.utc))
     bad = events.iloc[[0]].assign(transaction_id="bad-amount", amount=-1.0)
     source = tmp_path / "events.parquet"
     pd.concat([events, bad], ignore_index=True).assign(is_fraud=0).to_parquet(source)
@@ -143,7 +134,7 @@ def test_replay_mode_reads_parquet(ready: Stack, tmp_path: Path) -> None:
     assert [(d["reason"], json.loads(d["value"])["transaction_id"]) for d in dead] == [
         ("schema", "bad-amount")
     ]
-    assert_online_equals_backfill(stack, events)
+    assert_online_equals_backfill(stack.settings, events)
 
 
 def replay(stack: Stack, source: Path, out_dir: Path) -> tuple[list[Any], list[Any]]:

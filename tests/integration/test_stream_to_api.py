@@ -11,30 +11,24 @@ from fastapi.testclient import TestClient
 
 from core.aggregations import FEATURE_NAMES
 from core.contract import REQUEST_FIELDS
+from harness.flow import run_flow
+from harness.kafka import Topics, encoded, produce, scores
+from harness.stream import expected_latest, recent_events
 from serving.app import create_app
 from streaming.produce import ensure_topic
 from tests.conftest import Stack
-from tests.integration.stream_support import (
-    Topics,
-    encoded,
-    expected_latest,
-    private_events,
-    produce,
-    run_flow,
-    scores,
-)
 
 pytestmark = pytest.mark.integration
 
 
 def test_api_reflects_and_agrees_with_the_stream(ready: Stack) -> None:
     bootstrap = ready.settings.kafka_bootstrap_servers
-    events = private_events(ready, users=60, hours=6, end=datetime.now(timezone.utc))
+    events = recent_events(ready.settings, users=60, hours=6, end=datetime.now(timezone.utc))
     topics = Topics.fresh("test")
     for topic in (topics.transactions, topics.scores, topics.dlq):
         ensure_topic(bootstrap, topic, 2)
     produce(bootstrap, topics.transactions, encoded(events), 2)
-    out = run_flow(ready, topics)
+    out = run_flow(ready.env | topics.env())
     assert out.returncode == 0, out.stdout + out.stderr
 
     stream_scores: dict[str, float] = dict(
