@@ -64,10 +64,11 @@ class Settings(BaseSettings):
     )
     model_reload_interval_s: float = Field(default=2.0, gt=0)
     serving_limit_concurrency: int = Field(
-        default=1000,
+        default=4096,
         gt=0,
-        description="connections per worker; beyond it uvicorn answers 503 and closes (a guard"
-        " against connection floods; SERVING_MAX_IN_FLIGHT does the load shedding)",
+        description="open connections per worker; beyond it uvicorn answers new ones 503 and"
+        " closes them (a guard against connection floods, set well above what an overload"
+        " leaves open; SERVING_MAX_IN_FLIGHT does the load shedding)",
     )
     serving_max_in_flight: int = Field(
         default=100, gt=0, description="scoring requests per worker; beyond it: 503 at once"

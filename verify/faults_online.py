@@ -471,7 +471,7 @@ def _overload_run(
         )
         rss_after = online.rss_mib()
         alive = pids == {p.pid for p in online.server_processes()}
-        time.sleep(1.0)  # the load's up to 2,100 closed connections reach the server first
+        time.sleep(1.0)  # the load's closed connections reach the server first
         calm = open_loop(online.port, online.requests, capacity / 5, max(2.0, budget_s / 10))
         verdict = online.judge([*loaded, *calm])
     return OverloadRun(capacity, loaded, calm, (rss_before, rss_after), alive, verdict)

@@ -1,4 +1,4 @@
-"""`python -m serving` as a real process: model reloads under load.
+"""`python -m serving` as a real process: model reloads under load, connections left open.
 
 Redis outages: tests/integration/test_faults_online.py.
 """
@@ -6,7 +6,9 @@ Redis outages: tests/integration/test_faults_online.py.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -84,3 +86,28 @@ def test_model_reload_under_load_fails_no_request(ready: Stack, tmp_path: Path) 
     assert new != old
     assert [s for s, _ in seen if s != 200] == []
     assert {v for _, v in seen} == {old, new}
+
+
+# The most connections a 2x overload left open here (verify.faults_online, 2 workers), all of
+# which may sit on one worker: uvicorn's workers share one listening socket.
+LEFT_OPEN = 2_100
+
+
+def test_connections_left_open_by_an_overload_do_not_refuse_new_clients(
+    ready: Stack, tmp_path: Path
+) -> None:
+    """uvicorn counts idle connections against SERVING_LIMIT_CONCURRENCY and answers new
+    clients 503 while the count is over it; an overload's clients leave theirs open, so the
+    guard must sit above that or service does not resume when the overload ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * LEFT_OPEN)), hard))
+    with serving_process(ready.env, tmp_path / "serve.log") as url:
+        host, port = url.removeprefix("http://").split(":")
+        left = [socket.create_connection((host, int(port))) for _ in range(LEFT_OPEN)]
+        try:  # accepted in order: the worker holds every earlier connection when it takes ours
+            answer = httpx.post(f"{url}/v1/predict", json=SAMPLE_REQUEST, timeout=10)
+        finally:
+            for conn in left:
+                conn.close()
+    assert len(left) == LEFT_OPEN
+    assert answer.status_code == 200, answer.text
