@@ -18,6 +18,9 @@ import uvloop
 
 TIMED_OUT = 0  # a Sample.status: no answer within the timeout
 REFUSED = -1  # a Sample.status: the connection was refused or reset
+# As client pools do, an idle connection is dropped before uvicorn's keep-alive timeout (5 s)
+# closes it, so a request is never written to a connection the server is closing.
+IDLE_EXPIRY_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         self._buf += data
         end = self._buf.find(b"\r\n\r\n")
@@ -90,16 +97,19 @@ class _Pool:
 
     def __init__(self, port: int, max_connections: int) -> None:
         self._port = port
-        self._idle: list[_Conn] = []
+        self._idle: list[tuple[_Conn, float]] = []  # with the time each went idle
         self._slots = asyncio.Semaphore(max_connections)
 
     async def request(self, raw: bytes, sent: list[float], timeout_s: float) -> Reply:
         loop = asyncio.get_running_loop()
         async with self._slots:
             conn = None
-            while self._idle and conn is None:  # uvicorn closes idle ones after 5 s
-                conn = self._idle.pop()
-                if conn.transport is None or conn.transport.is_closing():
+            while self._idle and conn is None:
+                conn, idle_since = self._idle.pop()
+                if time.perf_counter() - idle_since > IDLE_EXPIRY_S:
+                    conn.close()
+                    conn = None
+                elif conn.transport is None or conn.transport.is_closing():
                     conn = None
             if conn is None:
                 _, conn = await loop.create_connection(_Conn, "127.0.0.1", self._port)
@@ -118,13 +128,12 @@ class _Pool:
             if reply[2]:
                 conn.transport.close()
             else:
-                self._idle.append(conn)
+                self._idle.append((conn, time.perf_counter()))
             return reply
 
     def close(self) -> None:
-        for conn in self._idle:
-            if conn.transport is not None:
-                conn.transport.close()
+        for conn, _ in self._idle:
+            conn.close()
         self._idle.clear()
 
 
