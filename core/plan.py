@@ -39,6 +39,7 @@ class OnDemandRead:
     view: OnDemandFeatureView
     outputs: tuple[str, ...]
     inputs: tuple[str, ...]  # the request fields and stored features its transform reads
+    sources: tuple[str, ...]  # the stored views those features come from
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def plan_service(store: FeatureStore, service: FeatureService) -> ServicePlan:
         for source in odfv.source_feature_view_projections.values():
             _add(wanted, source.name, [f.name for f in source.features])
             inputs += [f.name for f in source.features]
-        on_demand.append(OnDemandRead(odfv, tuple(names), tuple(inputs)))
+        sources = tuple(odfv.source_feature_view_projections)
+        on_demand.append(OnDemandRead(odfv, tuple(names), tuple(inputs), sources))
         request_fields += [f for f in fields if f not in request_fields]
     stored = tuple(
         StoredRead(store.get_feature_view(name), tuple(features))

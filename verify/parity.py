@@ -25,6 +25,7 @@ import pandas as pd
 from core.aggregations import FEATURE_NAMES
 from core.cli import Parser, UserError, run_cli
 from core.contract import WINDOWS_VIEW
+from core.plan import plan_service
 from core.predictor import Predictor
 from core.settings import Settings, get_settings
 from core.store import feature_service, open_store
@@ -183,16 +184,11 @@ def _snapshot(
 
 def _views_of(store: Any, service: Any) -> dict[str, set[str]]:
     """Each model feature's stored source views (on-demand features: their inputs' views)."""
-    odfvs = {o.name: o for o in store.list_on_demand_feature_views()}
-    out: dict[str, set[str]] = {}
-    for projection in service.feature_view_projections:
-        if projection.name in odfvs:
-            views = set(odfvs[projection.name].source_feature_view_projections)
-        else:
-            views = {projection.name}
-        for f in projection.features:
-            out[f.name] = views - {WINDOWS_VIEW}
-    return out
+    plan = plan_service(store, service)
+    out = {feature: {view} for _, feature, view in plan.log_columns if view is not None}
+    for read in plan.on_demand:
+        out |= {feature: set(read.sources) for feature in read.outputs}
+    return {feature: views - {WINDOWS_VIEW} for feature, views in out.items()}
 
 
 def _conditions(

@@ -58,6 +58,7 @@ def test_plan_expands_the_registered_service(stack: Stack) -> None:
     (odfv,) = plan.on_demand
     assert (odfv.view.name, odfv.outputs) == ("transaction_request", outputs)
     assert odfv.inputs == ("amount", "channel", "country", *profile)
+    assert odfv.sources == ("user_profile",)
     assert plan.request_fields == REQUEST_FIELDS
     assert plan.order == (*profile[:3], "risk_score", "is_high_risk_mcc", *windows, *outputs)
     assert len(plan.log_columns) == len(plan.order) == 17

@@ -21,7 +21,7 @@ from feast.types import Int64
 
 from core import redis_url
 from core.aggregations import ENTITY_KEY
-from core.contract import REQUEST_FIELDS, WINDOWS_VIEW
+from core.contract import REQUEST_FIELDS, WINDOWS_VIEW, feature_order
 from core.redis_layout import Layout, Router, pack, send, send_async
 from core.redis_url import sync_client
 from core.store import feature_service, open_store
@@ -132,7 +132,7 @@ def test_reader_equals_feast_online_read_and_sdk(materialized: Stack) -> None:
             await client.aclose()
 
     reader, got = asyncio.run(read())
-    order = [f.name for p in service.feature_view_projections for f in p.features]
+    order = feature_order(service)
     assert len(order) > 5 and len(got.columns[order[0]]) == len(rows)
     for name in order:
         assert got.columns[name] == expected[name], name
