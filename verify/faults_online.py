@@ -3,7 +3,7 @@
 Real processes throughout: `python -m serving` under uvicorn, a private redis-server loaded
 with the online store's rows that is SIGKILLed and restarted from its RDB file, then stalled
 (SIGSTOP/SIGCONT) (the shared one is never touched), and an open-loop load on loopback
-(verify.loadgen), bounded in time and count. Every answer is compared with the one the same
+(harness.loadgen), bounded in time and count. Every answer is compared with the one the same
 request got before the fault: a fault may cost answers, never change one. The test
 (tests/integration/test_faults_online.py) runs the same scenarios at a small size.
 """
@@ -32,6 +32,7 @@ from core.plan import plan_service
 from core.redis_url import describe, sync_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import feature_service, open_store
+from harness.loadgen import REFUSED, TIMED_OUT, Sample, closed_loop, open_loop, post
 from harness.report import Check, table, write_json
 from harness.servers import (
     PrivateRedis,
@@ -41,7 +42,6 @@ from harness.servers import (
     private_redis,
     serving_command,
 )
-from verify.loadgen import REFUSED, TIMED_OUT, Sample, closed_loop, open_loop, post
 
 COUNTRIES = ("GB", "US", "FR", "DE", "ES", "IT")
 CHANNELS = ("online", "pos", "atm")
