@@ -217,6 +217,51 @@ def wait_until(
         time.sleep(interval_s)
 
 
+@dataclass(frozen=True)
+class Managed:
+    """A server kind ``devservices`` starts itself: its pid-file name, a string its command
+    line must contain (so a recycled pid is never taken for it), and its name in messages."""
+
+    name: str
+    expect: str
+    label: str
+
+    def launch(
+        self,
+        cmd: list[str],
+        log: Path,
+        cwd: Path,
+        address: str,
+        services_dir: Path,
+        up: Callable[[], bool],
+        timeout_s: float,
+        interval_s: float = 0.2,
+        cleanup: Callable[[], None] = lambda: None,
+    ) -> ServiceHandle:
+        """Start ``cmd`` detached and wait until ``up``; on failure leave nothing behind."""
+        proc = start_detached(cmd, log, cwd=cwd)
+        write_pid(services_dir, self.name, proc.pid, address)
+        outcome = wait_until(up, lambda: proc.poll() is not None, timeout_s, interval_s)
+        if outcome == "ready":
+            return ServiceHandle(self.name, address, "started", proc.pid, log)
+        if outcome == "timeout":
+            terminate(proc.pid, self.expect)
+        pid_file(services_dir, self.name).unlink(missing_ok=True)
+        cleanup()
+        what = "exited" if outcome == "died" else f"did not answer within {timeout_s:.0f} s"
+        raise ServiceError(f"{self.label} {what}; log {log}: {log_tail(log)}")
+
+    def stop(self, services_dir: Path, cleanup: Callable[[], None] = lambda: None) -> int | None:
+        """Stop the process we started (if any); returns its pid. Others' are left alone."""
+        with service_lock(services_dir, self.name):
+            ours = our_process(services_dir, self.name, self.expect)
+            if ours is not None:
+                terminate(ours.pid, self.expect)
+            pid_file(services_dir, self.name).unlink(missing_ok=True)
+            cleanup()
+            return None if ours is None else ours.pid
+
+
 def log_tail(log: Path, lines: int = 5, width: int = 600) -> str:
     """Last log lines squeezed into one line, so errors stay single-line."""
     try:

@@ -26,25 +26,23 @@ from confluent_kafka.admin import AdminClient
 from core.settings import Settings
 
 from ._common import (
+    Managed,
     ServiceError,
     ServiceHandle,
     check_same_address,
     is_local_host,
-    log_tail,
     our_process,
     pid_file,
     service_lock,
     split_host_port,
-    start_detached,
     status_line,
     tcp_open,
     terminate,
-    wait_until,
-    write_pid,
 )
 
 NAME = "kafka"
 EXPECT = "kafka.Kafka"  # substring of the command line of a broker we started
+KAFKA = Managed(NAME, EXPECT, "Kafka broker")
 POM = Path(__file__).parent / "kafka-pom.xml"
 READY_TIMEOUT_S = 60.0
 DATA_PREFIX = "fraud-kafka-"
@@ -294,31 +292,22 @@ def _start(java: str, libs: Path, settings: Settings, host: str, port: int) -> S
     except ServiceError:
         _remove_datadir(settings)
         raise
-    proc = start_detached(cmd, log, cwd=data)
-    write_pid(services_dir, NAME, proc.pid, f"{host}:{port}")
-    outcome = wait_until(
-        lambda: kafka_is_up(settings), lambda: proc.poll() is not None, READY_TIMEOUT_S, 0.25
+    return KAFKA.launch(
+        cmd,
+        log,
+        data,
+        f"{host}:{port}",
+        services_dir,
+        lambda: kafka_is_up(settings),
+        READY_TIMEOUT_S,
+        0.25,
+        cleanup=lambda: _remove_datadir(settings),
     )
-    if outcome == "ready":
-        return ServiceHandle(NAME, f"{host}:{port}", "started", proc.pid, log)
-    if outcome == "timeout":
-        terminate(proc.pid, EXPECT)
-    pid_file(services_dir, NAME).unlink(missing_ok=True)
-    _remove_datadir(settings)
-    what = "exited" if outcome == "died" else f"did not answer within {READY_TIMEOUT_S:.0f} s"
-    raise ServiceError(f"Kafka broker {what}; log {log}: {log_tail(log)}")
 
 
 def stop_kafka(settings: Settings) -> int | None:
     """Stop the broker we started (if any) and delete its data; returns its pid."""
-    services_dir = settings.services_dir
-    with service_lock(services_dir, NAME):
-        ours = our_process(services_dir, NAME, EXPECT)
-        if ours is not None:
-            terminate(ours.pid, EXPECT)
-        pid_file(services_dir, NAME).unlink(missing_ok=True)
-        _remove_datadir(settings)
-        return None if ours is None else ours.pid
+    return KAFKA.stop(settings.services_dir, cleanup=lambda: _remove_datadir(settings))
 
 
 def kafka_status(settings: Settings) -> str:

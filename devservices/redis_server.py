@@ -14,24 +14,22 @@ from core.redis_url import RedisTarget, parse
 from core.settings import Settings
 
 from ._common import (
+    Managed,
     ServiceError,
     ServiceHandle,
     check_same_address,
     is_local_host,
-    log_tail,
     our_process,
     pid_file,
     service_lock,
-    start_detached,
     status_line,
     tcp_open,
     terminate,
-    wait_until,
-    write_pid,
 )
 
 NAME = "redis"
 EXPECT = "redis-server"  # substring of the command line of a server we started
+REDIS = Managed(NAME, EXPECT, "redis-server")
 READY_TIMEOUT_S = 10.0
 
 
@@ -130,29 +128,20 @@ def _start(binary: str, target: RedisTarget, settings: Settings) -> ServiceHandl
     cmd += ["--dir", str(services_dir)]
     if target.params.get("password"):
         cmd += ["--requirepass", str(target.params["password"])]
-    proc = start_detached(cmd, log_path, cwd=services_dir)
-    write_pid(services_dir, NAME, proc.pid, target.address)
-    outcome = wait_until(
-        lambda: redis_is_up(settings), lambda: proc.poll() is not None, READY_TIMEOUT_S
+    return REDIS.launch(
+        cmd,
+        log_path,
+        services_dir,
+        target.address,
+        services_dir,
+        lambda: redis_is_up(settings),
+        READY_TIMEOUT_S,
     )
-    if outcome == "ready":
-        return ServiceHandle(NAME, target.address, "started", proc.pid, log_path)
-    if outcome == "timeout":
-        terminate(proc.pid, EXPECT)
-    pid_file(services_dir, NAME).unlink(missing_ok=True)
-    what = "exited" if outcome == "died" else f"did not answer within {READY_TIMEOUT_S:.0f} s"
-    raise ServiceError(f"redis-server {what}; log {log_path}: {log_tail(log_path)}")
 
 
 def stop_redis(settings: Settings) -> int | None:
     """Stop the redis-server we started (if any); returns its pid. External ones are left."""
-    services_dir = settings.services_dir
-    with service_lock(services_dir, NAME):
-        ours = our_process(services_dir, NAME, EXPECT)
-        if ours is not None:
-            terminate(ours.pid, EXPECT)
-        pid_file(services_dir, NAME).unlink(missing_ok=True)
-        return None if ours is None else ours.pid
+    return REDIS.stop(settings.services_dir)
 
 
 def redis_status(settings: Settings) -> str:
