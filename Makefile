@@ -4,7 +4,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 
+# REDIS_MODE=cluster: the online store is a Redis Cluster (devservices forms one locally on
+# 7000-7005; REDIS_CLUSTER_NODES lists the startup nodes in Feast's format).
+REDIS_MODE ?= standalone
+REDIS_CLUSTER_NODES ?= 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
+ifeq ($(REDIS_MODE),cluster)
+export REDIS_TYPE := redis_cluster
+export REDIS_CONNECTION_STRING := $(REDIS_CLUSTER_NODES)
+else
+export REDIS_TYPE ?= redis
 export REDIS_CONNECTION_STRING ?= localhost:6379
+endif
 export KAFKA_BOOTSTRAP_SERVERS ?= localhost:9092
 # The default synthetic data covers the 28 days before today (see datagen).
 MATERIALIZE_START ?= $(shell date -u -d '30 days ago' +%Y-%m-%dT00:00:00)

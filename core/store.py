@@ -17,18 +17,23 @@ from core.settings import PROJECT_ROOT, Settings
 
 @contextmanager
 def _feast_env(settings: Settings) -> Iterator[None]:
-    """``feature_store.yaml`` reads ``${REDIS_CONNECTION_STRING}``, which Feast substitutes
-    from the environment while it loads the config. Set it for that moment only: leaving it
-    set made a later ``Settings()`` in the same process read another store's address."""
-    name, before = "REDIS_CONNECTION_STRING", os.environ.get("REDIS_CONNECTION_STRING")
-    os.environ[name] = settings.redis_connection_string
+    """``feature_store.yaml`` reads ``${REDIS_CONNECTION_STRING}`` and ``${REDIS_TYPE}``, which
+    Feast substitutes from the environment while it loads the config. Set them for that moment
+    only: leaving them set made a later ``Settings()`` in the same process read another store."""
+    wanted = {
+        "REDIS_CONNECTION_STRING": settings.redis_connection_string,
+        "REDIS_TYPE": settings.redis_type,
+    }
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     try:
         yield
     finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def open_store(settings: Settings) -> FeatureStore:

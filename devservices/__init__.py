@@ -1,4 +1,5 @@
-"""Local services, started by the project: Redis and a one-node Kafka for demo, tests, bench.
+"""Local services, started by the project: Redis and Kafka (one broker, or a cluster when
+KAFKA_BOOTSTRAP_SERVERS lists several addresses) for demo, tests, bench.
 
 Each ``ensure_*`` reuses a server that already answers at the configured address and
 otherwise starts one on 127.0.0.1, recording its pid in ``settings.services_dir`` so
@@ -10,7 +11,13 @@ from __future__ import annotations
 from core.settings import Settings, get_settings
 
 from ._common import ServiceError, ServiceHandle
-from .kafka_broker import ensure_kafka, kafka_is_up, kafka_status, stop_kafka
+from .kafka_cluster import ensure_kafka, kafka_is_up, kafka_status, stop_kafka
+from .redis_cluster import (
+    ensure_redis_cluster,
+    redis_cluster_is_up,
+    redis_cluster_status,
+    stop_redis_cluster,
+)
 from .redis_server import ensure_redis, redis_is_up, redis_status, stop_redis
 
 SERVICES = ("redis", "kafka")
@@ -21,13 +28,21 @@ __all__ = [
     "ServiceHandle",
     "ensure_all",
     "ensure_kafka",
+    "ensure_online_store",
     "ensure_redis",
+    "ensure_redis_cluster",
     "kafka_is_up",
     "kafka_status",
+    "online_store_is_up",
+    "online_store_status",
+    "redis_cluster_is_up",
+    "redis_cluster_status",
     "redis_is_up",
     "redis_status",
     "stop_kafka",
+    "stop_online_store",
     "stop_redis",
+    "stop_redis_cluster",
     "stop_started",
 ]
 
@@ -35,7 +50,28 @@ __all__ = [
 def ensure_all(settings: Settings | None = None) -> list[ServiceHandle]:
     """Redis and Kafka, each reused or started; the one call fixtures and the demo need."""
     settings = settings or get_settings()
-    return [ensure_redis(settings), ensure_kafka(settings)]
+    return [ensure_online_store(settings), ensure_kafka(settings)]
+
+
+def _cluster(settings: Settings) -> bool:
+    return settings.redis_type == "redis_cluster"
+
+
+def ensure_online_store(settings: Settings) -> ServiceHandle:
+    """The Redis REDIS_TYPE names: one server, or a Redis Cluster."""
+    return ensure_redis_cluster(settings) if _cluster(settings) else ensure_redis(settings)
+
+
+def online_store_is_up(settings: Settings) -> bool:
+    return redis_cluster_is_up(settings) if _cluster(settings) else redis_is_up(settings)
+
+
+def online_store_status(settings: Settings) -> str:
+    return redis_cluster_status(settings) if _cluster(settings) else redis_status(settings)
+
+
+def stop_online_store(settings: Settings) -> int | None:
+    return stop_redis_cluster(settings) if _cluster(settings) else stop_redis(settings)
 
 
 def stop_started(
@@ -47,5 +83,5 @@ def stop_started(
     if only in (None, "kafka"):
         stopped["kafka"] = stop_kafka(settings)
     if only in (None, "redis"):
-        stopped["redis"] = stop_redis(settings)
+        stopped["redis"] = stop_online_store(settings)
     return stopped

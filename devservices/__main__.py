@@ -14,13 +14,13 @@ from . import (
     SERVICES,
     ServiceError,
     ensure_kafka,
-    ensure_redis,
+    ensure_online_store,
     kafka_is_up,
     kafka_status,
-    redis_is_up,
-    redis_status,
+    online_store_is_up,
+    online_store_status,
     stop_kafka,
-    stop_redis,
+    stop_online_store,
 )
 
 
@@ -44,13 +44,13 @@ def _run(command: str, names: list[str]) -> None:
     for name in names:
         if command == "up":
             began = time.monotonic()
-            handle = ensure_redis(settings) if name == "redis" else ensure_kafka(settings)
+            handle = ensure_online_store(settings) if name == "redis" else ensure_kafka(settings)
             print(f"{handle.describe()} ({time.monotonic() - began:.1f} s)", flush=True)
         elif command == "down":
-            pid = stop_redis(settings) if name == "redis" else stop_kafka(settings)
+            pid = stop_online_store(settings) if name == "redis" else stop_kafka(settings)
             print(f"{name}: stopped (pid {pid})" if pid else f"{name}: nothing of ours running")
         elif command == "check":
-            up = redis_is_up(settings) if name == "redis" else kafka_is_up(settings)
+            up = online_store_is_up(settings) if name == "redis" else kafka_is_up(settings)
             where = (
                 parse(settings.redis_connection_string).address
                 if name == "redis"
@@ -63,7 +63,7 @@ def _run(command: str, names: list[str]) -> None:
                 )
             print(f"{name}: reachable at {where}")
         else:
-            print(redis_status(settings) if name == "redis" else kafka_status(settings))
+            print(online_store_status(settings) if name == "redis" else kafka_status(settings))
 
 
 def _handle(args: argparse.Namespace) -> int:

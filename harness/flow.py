@@ -25,6 +25,7 @@ def flow_env(settings: Settings, bootstrap: str, topics: Topics) -> dict[str, st
     env |= {
         "FEATURE_REPO": str(settings.feature_repo),
         "REDIS_CONNECTION_STRING": settings.redis_connection_string,
+        "REDIS_TYPE": settings.redis_type,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
     }
     if settings.model_dir is not None:

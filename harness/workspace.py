@@ -90,6 +90,7 @@ def create(root: Path, redis_url: str, **overrides: Any) -> Workspace:
     env = os.environ | {
         "FEATURE_REPO": str(settings.feature_repo),
         "REDIS_CONNECTION_STRING": redis_url,
+        "REDIS_TYPE": settings.redis_type,
         "REDIS_TIMEOUT_MS": f"{settings.redis_timeout_ms:g}",
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
     }

@@ -186,6 +186,7 @@ def prepare(settings: Settings, root: Path, day: date, rows: int) -> dict[str, s
     env = dict(os.environ) | {
         "FEATURE_REPO": str(repo),
         "REDIS_CONNECTION_STRING": settings.redis_connection_string,
+        "REDIS_TYPE": settings.redis_type,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
     }
     env.pop("MODEL_DIR", None)
