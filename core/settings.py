@@ -37,14 +37,6 @@ class Settings(BaseSettings):
     kafka_ssl_ca_location: Path | None = Field(
         default=None, description="CA bundle for SSL/SASL_SSL; default: the system's"
     )
-    # --- Kafka topics we create (core.kafka.ensure_topics) ---------------------------------
-    kafka_topic_partitions: int = Field(default=4, gt=0, description="partitions per topic")
-    kafka_replication_factor: int | None = Field(
-        default=None, gt=0, description="replicas per topic; default min(3, brokers answering)"
-    )
-    kafka_min_insync_replicas: int | None = Field(
-        default=None, gt=0, description="set where replicas > 1; default replicas - 1"
-    )
     kafka_cache_dir: Path = Field(default=Path.home() / ".cache" / "fraud-scoring" / "kafka")
     model_dir: Path | None = Field(default=None, description="default: <data dir>/model")
     services_dir: Path = Field(
@@ -52,13 +44,10 @@ class Settings(BaseSettings):
     )
 
     # --- batch scoring ----------------------------------------------------------------------
-    batch_transactions: str | None = Field(
-        default=None,
-        description="the day's records (path or s3://); default: <data dir>/transactions.parquet",
+    batch_transactions: Path | None = Field(
+        default=None, description="the day's records; default: <data dir>/transactions.parquet"
     )
-    batch_output_dir: str | None = Field(
-        default=None, description="scores root, a path or s3:// URI; default: <data dir>/scores"
-    )
+    batch_output_dir: Path | None = Field(default=None, description="default: <data dir>/scores")
     batch_chunk_rows: int = Field(default=250_000, gt=0, description="rows per chunk (memory)")
     batch_workers: int = Field(default=0, ge=0, description="chunks in parallel; 0: one per core")
 
