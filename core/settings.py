@@ -98,10 +98,15 @@ class Settings(BaseSettings):
     stream_unknown_entity: Literal["score", "dead_letter"] = Field(
         default="score", description="an event whose user or merchant has no profile"
     )
-    stream_metrics_file: Path | None = Field(
-        default=None, description="Prometheus textfile the stream rewrites every log interval"
-    )
     stream_log_interval_s: float = Field(default=10.0, gt=0)
+    # --- observability (the stream's Prometheus endpoint; see streaming.metrics) -------------
+    stream_metrics_host: str = Field(default="127.0.0.1", description="address /metrics binds")
+    stream_metrics_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="the stream's /metrics; process i of a Bytewax cluster serves this + i; 0: off",
+    )
 
     # --- Redis Cluster (online store) --------------------------------------------------------
     redis_type: Literal["redis", "redis_cluster"] = Field(

@@ -10,13 +10,14 @@ import gc
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from core.predictor import Predictor
 from core.settings import Settings
 from core.store import feature_service, open_store
 from streaming.features import ProfileCache, feast_fetch, feature_columns, profile_refs
-from streaming.metrics import StreamMetrics
+from streaming.metrics import process_metrics
 from streaming.online import OnlineWriter, latest_per_user
 from streaming.records import Chunk, DeadLetter, Enriched, Event, Raw, Stepped, parse
 from streaming.windows import shard_of
@@ -66,7 +67,19 @@ class FlowRuntime:
             profile_refs(store, service), feast_fetch(store), settings.stream_profile_cache_s
         )
         self.writer = OnlineWriter(store)
-        self.metrics = StreamMetrics(settings.stream_log_interval_s, settings.stream_metrics_file)
+        self.metrics = process_metrics(
+            settings.stream_log_interval_s,
+            settings.stream_metrics_host,
+            settings.stream_metrics_port,
+        )
+        manifest = self.predictor.manifest
+        self.metrics.model.info(
+            {
+                "version": self.predictor.version,
+                "checksum": manifest.checksum,
+                "feature_service": service.name,
+            }
+        )
         self._lock = threading.Lock()
         tune_gc()
 
@@ -84,7 +97,7 @@ class FlowRuntime:
                 events.append(parsed)
             else:
                 dead.append(parsed)
-        self.metrics.add("events_in", len(events) + len(dead))
+        self.metrics.events.inc(len(events) + len(dead))
         chunks: dict[str, Chunk] = {}
         if events:
             with self._lock:
@@ -129,22 +142,26 @@ class FlowRuntime:
                 latency_ms,
             )
             out.append((txn.transaction_id, body))
-        self.metrics.add("scored", len(out))
-        self.metrics.last["lag_ms"] = latency_ms
-        self.metrics.observe("score_ms", (time.perf_counter() - began) * 1000)
+        m = self.metrics
+        m.scores.inc(len(out))
+        m.score.observe_many(scores, version)
+        m.event_to_score.observe_many([(now_ms - e.event.raw.ingest_ms) / 1000 for e in events])
+        m.step_seconds.labels("score").observe(time.perf_counter() - began)
+        m.maybe_report()
         return out
 
     def write(self, stepped: Sequence[Stepped]) -> None:
         began = time.perf_counter()
         rows = latest_per_user([r for s in stepped for r in s.rows])
         self.writer.write(rows)
-        self.metrics.add("online_rows", len(rows))
-        self.metrics.observe("write_ms", (time.perf_counter() - began) * 1000)
+        self.metrics.online_rows.inc(len(rows))
+        self.metrics.step_seconds.labels("write").observe(time.perf_counter() - began)
+        self.metrics.maybe_report()
 
     def dead(self, stepped: Sequence[Stepped]) -> list[DeadLetter]:
         letters = [d for s in stepped for d in s.dead]
-        for d in letters:
-            self.metrics.add(f"dead_letters_{d.reason}")
+        for reason, n in Counter(d.reason for d in letters).items():
+            self.metrics.dead_letters.labels(reason).inc(n)
         return letters
 
 

@@ -1,26 +1,74 @@
-"""The stream's periodic figures: one JSON log line and a Prometheus textfile."""
+"""The stream's metrics: the batch-fed histogram equals prometheus_client's own, the
+conventions (``_total``, ``_seconds``, reason as a label), the status line, and which port a
+process of a Bytewax cluster serves."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from streaming.metrics import StreamMetrics
+from streaming.metrics import REASONS, BulkHistogram, StreamMetrics, process_id
+
+VALUES = [0.0, 0.05, 0.1, 0.1000001, 0.33, 0.95, 1.0, 1.5]  # on, between and past the bounds
 
 
-def test_report_logs_and_writes_the_textfile(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    textfile = tmp_path / "stream.prom"
-    metrics = StreamMetrics(interval_s=0, textfile=textfile)
-    metrics.add("events_in", 10)
-    metrics.add("dead_letters_late")
+def _lines(registry: CollectorRegistry, prefix: str) -> list[str]:
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_bulk_histogram_exposes_what_prometheus_histogram_does() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.1, 0.5, 1.0)
+    bulk = BulkHistogram("h", "doc", buckets, ["model_version"])
+    ours.register(bulk)
+    reference = Histogram("h", "doc", ["model_version"], buckets=buckets, registry=theirs)
+    bulk.observe_many(VALUES[:3], "v1")
+    bulk.observe_many(VALUES[3:], "v1")
+    bulk.observe_many([], "v2")  # an empty batch makes no series
+    for v in VALUES:
+        reference.labels("v1").observe(v)
+    expected = [line for line in _lines(theirs, "h_") if not line.startswith("h_created")]
+    assert len(expected) == 6  # 4 buckets, count, sum
+    assert _lines(ours, "h_") == expected
+
+
+def test_conventions_and_the_status_line(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(interval_s=0, registry=registry)
+    metrics.events.inc(10)
+    metrics.dead_letters.labels("late").inc()
+    metrics.step_seconds.labels("write").observe(0.002)
+    metrics.model.info({"version": "abc", "checksum": "abc"})
+    text = generate_latest(registry).decode()
+    for reason in REASONS:  # every reason exists before its first dead letter
+        assert f'stream_dead_letters_total{{reason="{reason}"}}' in text
+    assert 'stream_dead_letters_total{reason="late"} 1.0' in text
+    assert "stream_events_total 10.0" in text
+    assert 'stream_step_duration_seconds_count{step="write"} 1.0' in text
+    assert 'stream_model_info{checksum="abc",version="abc"} 1.0' in text
     with caplog.at_level(logging.INFO, logger="streaming.metrics"):
-        metrics.observe("write_ms", 2.5)
-    assert '"dead_letters_late": 1' in caplog.text
-    assert '"events_in": 10' in caplog.text
-    body = textfile.read_text()
-    assert "fraud_stream_write_ms 2.5" in body
-    assert "fraud_stream_events_per_s" in body
+        metrics.maybe_report()
+    assert '"dead_letters": {"late": 1.0}' in caplog.text
+    assert '"events": 10.0' in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["flow"], {}, 0),
+        (["flow", "-i", "2", "-a", "x;y;z"], {}, 2),
+        (["flow", "--process-id", "1"], {}, 1),
+        (["flow", "--process-id=3"], {}, 3),
+        (["flow", "-i1"], {}, 1),
+        (["flow"], {"BYTEWAX_PROCESS_ID": "4"}, 4),
+        (["flow"], {"BYTEWAX_POD_NAME": "stream-5", "BYTEWAX_STATEFULSET_NAME": "stream"}, 5),
+        (["flow", "-i", "1"], {"BYTEWAX_PROCESS_ID": "4"}, 1),  # the flag wins, as in bytewax.run
+    ],
+)
+def test_process_id_is_found_as_bytewax_run_finds_it(
+    argv: list[str], env: dict[str, str], expected: int
+) -> None:
+    assert process_id(argv, env) == expected
