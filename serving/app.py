@@ -8,6 +8,7 @@ import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    metrics = Metrics()
+    metrics = Metrics(_batch_scores(settings))
     app = FastAPI(
         title="fraud-scoring",
         summary="Scores card transactions from the Feast online store with the shared predictor.",
@@ -87,6 +88,7 @@ async def _lifespan(app: FastAPI, settings: Settings, metrics: Metrics) -> Async
         timeout_s=settings.redis_timeout_ms / 1000,
         feature_log=_feature_log(settings, store, service),
     )
+    state.metrics.set_max_ages({p.name: p.max_age_s for p in state.reader.plans if p.max_age_s})
     await _first_connection(state)
     gc.freeze()  # the registry's long-lived objects leave full collections (docs/performance.md)
     watcher = asyncio.create_task(_watch_model(state))
@@ -116,6 +118,12 @@ def _feature_log(
     if settings.feature_log_dir is None:
         return None
     return FeatureLog(store, service, settings.feature_log_dir, settings.feature_log_sample_rate)
+
+
+def _batch_scores(settings: Settings) -> Path | None:
+    """The nightly job's scores root, whose newest manifest /metrics exports (local only)."""
+    root = str(settings.batch_output_dir or settings.data_dir / "scores")
+    return None if "://" in root else Path(root)
 
 
 def _scores_service(store: FeatureStore) -> FeatureService:

@@ -3,22 +3,37 @@
 ``python -m serving`` points PROMETHEUS_MULTIPROC_DIR at a fresh directory before the
 workers start, so each worker writes its samples to shared files and /metrics aggregates
 them all, and nothing else's.
+
+Besides the request metrics, /metrics derives at scrape time:
+- each feature view's age (now minus the newest event timestamp read from it), beside its
+  maximum age, so an alert can fire before a view passes its TTL;
+- the last nightly batch run, read from the newest ``date=*/_manifest.json`` under the
+  scores root (rows, duration, missing features, score histogram): the API is the exporter
+  of the job's own record, so a job that never ran shows as absent or old, not as zero.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from serving.schemas import PredictResult
 
@@ -27,9 +42,14 @@ AGE_BUCKETS = (1, 10, 60, 600, 3600, 6 * 3600, 86400, 2 * 86400, 7 * 86400)
 
 
 class Metrics:
-    """The service's metrics, registered on a registry of their own (one per app)."""
+    """The service's metrics, registered on a registry of their own (one per app).
 
-    def __init__(self) -> None:
+    ``batch_scores``: the nightly job's scores root, whose newest manifest /metrics exports.
+    """
+
+    def __init__(self, batch_scores: Path | None = None) -> None:
+        self.batch_scores = batch_scores
+        self._newest: dict[str, float] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram(
@@ -42,6 +62,7 @@ class Metrics:
         self.score = Histogram(
             "serving_prediction_score",
             "Predicted fraud probability",
+            ["model_version"],
             buckets=tuple(i / 20 for i in range(1, 21)),
             registry=r,
         )
@@ -50,6 +71,20 @@ class Metrics:
             "Age of online feature values at read time (per request: the oldest of each view)",
             ["feature_view"],
             buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.view_newest = Gauge(
+            "serving_feature_view_newest_timestamp_seconds",
+            "Newest event timestamp read from each view (its age is derived at scrape time)",
+            ["feature_view"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.view_max_age = Gauge(
+            "serving_feature_view_max_age_seconds",
+            "Each view's maximum age (SERVING_MAX_AGE_SECONDS or its TTL): older reads as missing",
+            ["feature_view"],
+            multiprocess_mode="max",
             registry=r,
         )
         self.missing = Counter(
@@ -69,31 +104,125 @@ class Metrics:
             "serving_model_reloads", "Model reloads by outcome", ["outcome"], registry=r
         )
 
-    def exposition(self) -> tuple[bytes, str]:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def set_max_ages(self, max_age_s: dict[str, float]) -> None:
+        for view, seconds in max_age_s.items():
+            self.view_max_age.labels(view).set(seconds)
 
-    def observe(self, results: Sequence[PredictResult]) -> None:
+    def exposition(self) -> tuple[bytes, str]:
+        base = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            base = CollectorRegistry()
+            multiprocess.MultiProcessCollector(base)
+        families = list(base.collect())
+        families += view_ages(families, time.time())
+        if self.batch_scores is not None:
+            families += batch_run(latest_manifest(self.batch_scores))
+        return generate_latest(_Families(families)), CONTENT_TYPE_LATEST
+
+    def observe(self, results: Sequence[PredictResult], model_version: str) -> None:
         """Record a request's results, one update per series: each costs a lock and a pid check.
 
         Per record and feature, metrics were a quarter of a 100-record request's time
         (docs/performance.md, "Serving: metrics updates").
         """
+        score = self.score.labels(model_version)
         for r in results:
-            self.score.observe(r.score)
+            score.observe(r.score)
         oldest: dict[str, float] = {}
+        youngest: dict[str, float] = {}
         for r in results:
             for view, age in r.feature_age_seconds.items():
-                if age is not None and age > oldest.get(view, -1.0):
-                    oldest[view] = age
+                if age is not None:
+                    oldest[view] = max(age, oldest.get(view, -1.0))
+                    youngest[view] = min(age, youngest.get(view, age))
         for view, age in oldest.items():
             self.feature_age.labels(view).observe(age)
+        now = time.time()
+        for view, age in youngest.items():
+            if now - age > self._newest.get(view, 0.0):  # only a newer value moves the gauge
+                self._newest[view] = now - age
+                self.view_newest.labels(view).set(now - age)
         for counter, names in (
             (self.missing, Tally(n for r in results for n in r.missing_features)),
             (self.stale, Tally(n for r in results for n in r.stale_features)),
         ):
             for name, count in names.items():
                 counter.labels(name).inc(count)
+
+
+class _Families(Collector):
+    """Already collected families, for ``generate_latest``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def view_ages(families: Iterable[Metric], now: float) -> Iterator[Metric]:
+    """``serving_feature_view_age_seconds``: now minus each view's newest timestamp read."""
+    ages = GaugeMetricFamily(
+        "serving_feature_view_age_seconds",
+        "Age of the newest value read from each view; alert before it reaches the max age",
+        labels=["feature_view"],
+    )
+    for family in families:
+        if family.name == "serving_feature_view_newest_timestamp_seconds":
+            for sample in family.samples:
+                ages.add_metric([sample.labels["feature_view"]], max(0.0, now - sample.value))
+    yield ages
+
+
+def latest_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest of the newest complete ``date=YYYY-MM-DD`` partition, if any."""
+    for partition in sorted(root.glob("date=*"), reverse=True):
+        try:
+            manifest: dict[str, Any] = json.loads((partition / "_manifest.json").read_text())
+        except (OSError, ValueError):
+            continue  # being written, or not a partition
+        if manifest.get("status") == "complete":
+            return manifest
+    return None
+
+
+def batch_run(m: dict[str, Any] | None) -> Iterator[Metric]:
+    """The last nightly run as gauges, and its score histogram as a histogram."""
+    if m is None:
+        return
+    info = GaugeMetricFamily(
+        "batch_last_run_info",
+        "The newest scored date's run",
+        labels=["date", "model_version", "run_id"],
+    )
+    info.add_metric([m["date"], m["model_version"], m["run_id"]], 1)
+    rows = GaugeMetricFamily("batch_last_run_rows", "Rows of the last run", labels=["kind"])
+    for kind in ("in", "out", "missing_features"):
+        rows.add_metric([kind], m[f"rows_{kind}"])
+    missing = GaugeMetricFamily(
+        "batch_last_run_missing_features", "Rows missing each feature", labels=["feature"]
+    )
+    for feature, count in m.get("missing_by_feature", {}).items():
+        missing.add_metric([feature], count)
+    duration = GaugeMetricFamily("batch_last_run_duration_seconds", "Duration of the last run")
+    duration.add_metric([], m["duration_s"])
+    scored = GaugeMetricFamily("batch_last_run_timestamp_seconds", "When the last run scored")
+    scored.add_metric([], _epoch(m["scored_at"]))
+    yield from (info, rows, missing, duration, scored, _batch_scores(m))
+
+
+def _batch_scores(m: dict[str, Any]) -> Metric:
+    family = HistogramMetricFamily(
+        "batch_prediction_score", "Predicted fraud probability, last run", labels=["model_version"]
+    )
+    hist = m["score_histogram"]
+    total, buckets = 0, []
+    for edge, count in zip(hist["edges"][1:], hist["counts"], strict=True):
+        total += count
+        buckets.append((str(float(edge)) if edge < 1 else "+Inf", total))
+    family.add_metric([m["model_version"]], buckets, sum_value=None)
+    return family
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()

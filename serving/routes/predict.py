@@ -46,7 +46,7 @@ async def _score(
         if not explain:
             for r in results:
                 r.features = None
-    state.metrics.observe(results)
+    state.metrics.observe(results, predictor.version)
     return predictor.version, results
 
 
