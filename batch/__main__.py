@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
-from batch import skew
+from batch import output, skew
 from batch.aggregates import backfill_windows
 from batch.backfill import run_backfill
 from batch.score import ScoreOptions, output_root, run_score
@@ -46,7 +45,7 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish", action="store_true", help="write latest scores online")
     parser.add_argument("--chunk-rows", type=positive_int, help="rows per chunk (default 250000)")
     parser.add_argument("--workers", type=positive_int, help="chunks in parallel (default: cores)")
-    parser.add_argument("--output", type=Path, help="scores root (default: <data>/scores)")
+    parser.add_argument("--output", help="scores root, path or s3:// (default: <data>/scores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score one day into scores/date=YYYY-MM-DD/")
     score.add_argument("--date", type=parse_date, help="YYYY-MM-DD, UTC (default: yesterday)")
     score.add_argument(
-        "--entities", type=Path, help="parquet/csv entity file instead of the day's transactions"
+        "--entities", help="parquet/csv entity file (path or s3://) instead of the day's rows"
     )
     score.add_argument("--limit", type=positive_int, help="score only the day's first N rows")
     score.add_argument(
@@ -113,11 +112,11 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(manifest: dict[str, object], root: Path) -> str:
+def _summary(manifest: dict[str, object], root: str) -> str:
     where = (
         "dry run, nothing written"
         if manifest["dry_run"]
-        else str(root / f"date={manifest['date']}")
+        else output.partition(root, date.fromisoformat(str(manifest["date"])))
     )
     if manifest["empty"]:
         return f"{manifest['date']}: no transactions; empty manifest written ({where})"

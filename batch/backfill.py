@@ -29,7 +29,7 @@ def run_backfill(
     root = output_root(settings)
     done: list[tuple[date, dict[str, Any] | None]] = []
     for day in dates(start, end):
-        if output.is_complete(output.partition_dir(root, day)):
+        if output.is_complete(output.partition(root, day)):
             log.info("%s: complete, skipped", day)
             done.append((day, None))
             continue

@@ -10,6 +10,7 @@ import duckdb
 
 from batch import validate
 from batch.pit import literal, quote
+from core import storage
 from core.cli import UserError
 from core.contract import ENTITY_KEYS, REQUEST_FIELDS
 
@@ -33,13 +34,17 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 def define_entities(
-    con: duckdb.DuckDBPyConnection, source: Path, day: date, limit: int | None
+    con: duckdb.DuckDBPyConnection, source: str | Path, day: date, limit: int | None
 ) -> DaySelection:
-    """Create the ``entities`` view (the day's rows) in ``con``'s database and describe it."""
-    if not source.exists():
-        raise FileNotFoundError(2, "no such file", str(source))
-    reader = "read_csv_auto" if source.suffix == ".csv" else "read_parquet"
-    relation = f"{reader}({literal(str(source))})"
+    """Create the ``entities`` view (the day's rows) in ``con``'s database and describe it.
+
+    ``source`` is a local path or an ``s3://`` URI (read through ``core.storage``)."""
+    source = str(source)
+    storage.attach(con, source)
+    if not storage.exists(source):
+        raise FileNotFoundError(2, "no such file", source)
+    reader = "read_csv_auto" if source.endswith(".csv") else "read_parquet"
+    relation = f"{reader}({literal(source)})"
     try:
         types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
     except duckdb.Error as exc:

@@ -14,32 +14,38 @@ import duckdb
 from feast import FeatureStore, FileSource, PushSource
 from feast.data_source import PushMode
 
+from batch import output
 from batch.entities import day_bounds
 from batch.pit import literal
+from core import storage
 from core.contract import BATCH_SCORE_VIEW
 from core.duck import connect
 
 PUSH_BATCH = 20_000  # rows per online write: bounds memory, keeps Redis pipelines short
 
 
-def publish_scores(store: FeatureStore, partition: Path, day: date) -> int:
-    """Write the day's latest score per user offline and online; returns the user count."""
+def publish_scores(store: FeatureStore, root: str, day: date) -> int:
+    """Write the day's latest score per user offline and online; returns the user count.
+
+    The day's files come from its committed manifest (``batch.output.resolve``), so a
+    root on an object store publishes exactly the committed run."""
     view = store.get_feature_view(BATCH_SCORE_VIEW)
     push = view.stream_source
     offline = view.batch_source
     assert isinstance(push, PushSource) and isinstance(offline, FileSource)
-    con = connect()
-    parts = sorted(partition.glob("part-*.parquet"))
-    if not parts:
+    resolved = output.resolve(root, day)
+    if resolved is None or not resolved.files:
         return 0
-    files = "[" + ", ".join(literal(str(p)) for p in parts) + "]"
+    con = connect()
+    storage.attach(con, root, offline.path)
+    files = "[" + ", ".join(literal(f) for f in resolved.files) + "]"
     con.execute(
         "CREATE TABLE latest AS SELECT CAST(user_id AS BIGINT) AS user_id, event_timestamp,"
         " CAST(score AS DOUBLE) AS score, model_version, transaction_id AS scored_transaction_id"
         f" FROM read_parquet({files}) QUALIFY row_number() OVER"
         " (PARTITION BY user_id ORDER BY event_timestamp DESC, transaction_id DESC) = 1"
     )
-    _replace_day_offline(con, Path(offline.path), day)
+    _replace_day_offline(con, offline.path, day)
     rows = 0
     reader = con.sql("SELECT * FROM latest ORDER BY user_id").to_arrow_reader(PUSH_BATCH)
     for batch in reader:
@@ -49,16 +55,19 @@ def publish_scores(store: FeatureStore, partition: Path, day: date) -> int:
     return rows
 
 
-def _replace_day_offline(con: duckdb.DuckDBPyConnection, path: Path, day: date) -> None:
-    """Swap the day's rows in the view's batch source for ``latest``, atomically."""
+def _replace_day_offline(con: duckdb.DuckDBPyConnection, path: str, day: date) -> None:
+    """Swap the day's rows in the view's batch source for ``latest``, atomically: a local
+    file by rename, an object by one upload (S3 shows a multipart upload only once whole)."""
     start, end = day_bounds(day)
     keep = "SELECT * FROM latest"
-    if path.exists():
+    if storage.exists(path):
         keep = (
-            f"SELECT * FROM read_parquet({literal(str(path))}) WHERE NOT"
+            f"SELECT * FROM read_parquet({literal(path)}) WHERE NOT"
             f" (event_timestamp >= {literal(start)} AND event_timestamp < {literal(end)})"
             f" UNION ALL BY NAME {keep}"
         )
-    tmp = path.with_name(f".{path.name}.tmp")
-    con.execute(f"COPY ({keep} ORDER BY event_timestamp) TO {literal(str(tmp))} (FORMAT parquet)")
-    tmp.replace(path)
+    local = not storage.is_s3(path)
+    target = str(Path(path).with_name(f".{Path(path).name}.tmp")) if local else path
+    con.execute(f"COPY ({keep} ORDER BY event_timestamp) TO {literal(target)} (FORMAT parquet)")
+    if local:
+        Path(target).replace(path)

@@ -22,7 +22,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from feast import FeatureService, FeatureStore
 
 from batch import output, validate
@@ -32,6 +31,7 @@ from batch.plan import RetrievalPlan, build_plan, supports_duckdb
 from batch.progress import Progress
 from batch.publish import publish_scores
 from batch.retrieve import duckdb_features, feast_features
+from core import storage
 from core.cli import UserError
 from core.contract import ENTITY_KEYS
 from core.duck import connect
@@ -60,7 +60,7 @@ SCORE_SCHEMA = pa.schema(
 @dataclass(frozen=True)
 class ScoreOptions:
     day: date
-    entities: Path | None = None
+    entities: str | Path | None = None  # a local path or an s3:// URI
     engine: Engine | None = None  # None: DuckDB when the offline store reads parquet
     publish: bool = False
     limit: int | None = None
@@ -91,11 +91,12 @@ class Job:
     chunks: int
     run_id: str
     scored_at: datetime
-    staging: Path | None  # None: a dry run writes nothing
+    staging: output.Stage | None  # None: a dry run writes nothing
 
 
-def output_root(settings: Settings) -> Path:
-    return settings.batch_output_dir or settings.data_dir / "scores"
+def output_root(settings: Settings) -> str:
+    """The scores root: a local directory or an ``s3://`` prefix."""
+    return storage.as_location(settings.batch_output_dir or settings.data_dir / "scores")
 
 
 def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
@@ -113,20 +114,16 @@ def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
     plan = build_plan(store, service) if engine == "duckdb" else None
 
     con = connect()
-    source = (
+    source = storage.as_location(
         opts.entities or settings.batch_transactions or settings.data_dir / "transactions.parquet"
     )
+    storage.attach(con, *[view.path for view in (plan.views if plan else ())])  # s3:// sources
     selection = define_entities(con, source, opts.day, opts.limit)
     if plan is not None and selection.first is not None and selection.last is not None:
         validate.feature_sources(con, plan, selection.first, selection.last)
     chunks = max(1, math.ceil(selection.rows / opts.chunk_rows))
     workers = 1 if engine == "feast" else min(opts.workers or os.cpu_count() or 1, chunks)
-    final = output.partition_dir(root, opts.day)
-    staging = None
-    if not opts.dry_run:
-        output.recover(root, opts.day)
-        staging = output.staging_dir(root, opts.day, run_id)
-        staging.mkdir(parents=True)
+    staging = None if opts.dry_run else output.begin(root, opts.day, run_id)
     job = Job(store, service, plan, predictor, con, selection, chunks, run_id, scored_at, staging)
 
     log.info(
@@ -151,11 +148,10 @@ def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
     duration = time.monotonic() - started
     manifest = build_manifest(job, opts, engine, source, results, duration, workers)
     if staging is not None:
-        output.write_manifest(staging, manifest)
-        output.publish_partition(staging, final, run_id)
+        manifest = staging.commit(manifest)
         if opts.publish:
-            manifest["published_users"] = publish_scores(store, final, opts.day)
-            output.write_manifest(final, manifest)
+            manifest["published_users"] = publish_scores(store, root, opts.day)
+            output.write_manifest(staging.partition, manifest)
     return manifest
 
 
@@ -212,7 +208,7 @@ def score_chunk(job: Job, index: int) -> ChunkResult:
     )
     if job.staging is not None:
         result.file = f"part-{index:05d}.parquet"
-        pq.write_table(scored_table(job, table, scores), job.staging / result.file)
+        job.staging.write_table(result.file, scored_table(job, table, scores))
     return result
 
 
@@ -237,7 +233,7 @@ def build_manifest(
     job: Job,
     opts: ScoreOptions,
     engine: Engine,
-    source: Path,
+    source: str,
     results: list[ChunkResult],
     duration: float,
     workers: int,
@@ -261,7 +257,7 @@ def build_manifest(
         "engine": engine,
         "feature_service": job.service.name,
         "model_version": job.predictor.version,
-        "entities": str(source),
+        "entities": source,
         "limit": opts.limit,
         "rows_in": sel.rows,
         "rows_out": rows_out,

@@ -78,7 +78,7 @@ def column_types(
 
 
 def entity_rows(
-    con: duckdb.DuckDBPyConnection, view: str, source: Path, what: str
+    con: duckdb.DuckDBPyConnection, view: str, source: Path | str, what: str
 ) -> tuple[int, datetime | None, datetime | None]:
     """Check the selected rows (no nulls, each transaction once, values the event schema
     allows) and return their count and time range, in one scan; examples only on failure."""

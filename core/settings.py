@@ -44,10 +44,13 @@ class Settings(BaseSettings):
     )
 
     # --- batch scoring ----------------------------------------------------------------------
-    batch_transactions: Path | None = Field(
-        default=None, description="the day's records; default: <data dir>/transactions.parquet"
+    batch_transactions: str | None = Field(
+        default=None,
+        description="the day's records (path or s3://); default: <data dir>/transactions.parquet",
     )
-    batch_output_dir: Path | None = Field(default=None, description="default: <data dir>/scores")
+    batch_output_dir: str | None = Field(
+        default=None, description="scores root, a path or s3:// URI; default: <data dir>/scores"
+    )
     batch_chunk_rows: int = Field(default=250_000, gt=0, description="rows per chunk (memory)")
     batch_workers: int = Field(default=0, ge=0, description="chunks in parallel; 0: one per core")
 
