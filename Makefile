@@ -15,7 +15,14 @@ else
 export REDIS_TYPE ?= redis
 export REDIS_CONNECTION_STRING ?= localhost:6379
 endif
+# KAFKA_BROKERS=3: a local KRaft cluster of that many brokers (devservices starts it on
+# 9192.., controllers on +100); topics get min(3, brokers) replicas (core.kafka).
+KAFKA_BROKERS ?= 1
+ifeq ($(KAFKA_BROKERS),1)
 export KAFKA_BOOTSTRAP_SERVERS ?= localhost:9092
+else
+export KAFKA_BOOTSTRAP_SERVERS := $(shell seq -s, -f '127.0.0.1:%g' 9192 $$((9191 + $(KAFKA_BROKERS))))
+endif
 # The default synthetic data covers the 28 days before today (see datagen).
 MATERIALIZE_START ?= $(shell date -u -d '30 days ago' +%Y-%m-%dT00:00:00)
 MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)

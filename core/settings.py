@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     kafka_ssl_ca_location: Path | None = Field(
         default=None, description="CA bundle for SSL/SASL_SSL; default: the system's"
     )
+    # --- Kafka topics we create (core.kafka.ensure_topics) ---------------------------------
+    kafka_topic_partitions: int = Field(default=4, gt=0, description="partitions per topic")
+    kafka_replication_factor: int | None = Field(
+        default=None, gt=0, description="replicas per topic; default min(3, brokers answering)"
+    )
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, gt=0, description="set where replicas > 1; default replicas - 1"
+    )
     kafka_cache_dir: Path = Field(default=Path.home() / ".cache" / "fraud-scoring" / "kafka")
     model_dir: Path | None = Field(default=None, description="default: <data dir>/model")
     services_dir: Path = Field(

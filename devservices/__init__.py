@@ -1,4 +1,5 @@
-"""Local services, started by the project: Redis and a one-node Kafka for demo, tests, bench.
+"""Local services, started by the project: Redis and Kafka (one broker, or a cluster when
+KAFKA_BOOTSTRAP_SERVERS lists several addresses) for demo, tests, bench.
 
 Each ``ensure_*`` reuses a server that already answers at the configured address and
 otherwise starts one on 127.0.0.1, recording its pid in ``settings.services_dir`` so
@@ -10,7 +11,7 @@ from __future__ import annotations
 from core.settings import Settings, get_settings
 
 from ._common import ServiceError, ServiceHandle
-from .kafka_broker import ensure_kafka, kafka_is_up, kafka_status, stop_kafka
+from .kafka_cluster import ensure_kafka, kafka_is_up, kafka_status, stop_kafka
 from .redis_cluster import (
     ensure_redis_cluster,
     redis_cluster_is_up,

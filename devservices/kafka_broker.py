@@ -94,7 +94,7 @@ def bootstrap_target(settings: Settings) -> tuple[str, int]:
     return split_host_port(first, 9092)
 
 
-def kafka_is_up(settings: Settings) -> bool:
+def broker_is_up(settings: Settings) -> bool:
     """True if a broker answers a metadata request at the bootstrap servers."""
     host, port = bootstrap_target(settings)
     return broker_answers(settings.kafka_bootstrap_servers, host, port)
@@ -191,7 +191,7 @@ def _remove_datadir(settings: Settings) -> None:
     record.unlink(missing_ok=True)
 
 
-def ensure_kafka(settings: Settings) -> ServiceHandle:
+def ensure_broker(settings: Settings) -> ServiceHandle:
     """Return a broker that answers, starting a local KRaft one if needed. Idempotent."""
     host, port = bootstrap_target(settings)
     address = f"{host}:{port}"
@@ -201,7 +201,7 @@ def ensure_kafka(settings: Settings) -> ServiceHandle:
         ours = our_process(services_dir, NAME, EXPECT)
         if ours is not None:
             check_same_address(NAME, ours, address)
-        if kafka_is_up(settings):
+        if broker_is_up(settings):
             if ours is not None:
                 return ServiceHandle(NAME, address, "started", ours.pid, log)
             return ServiceHandle(NAME, address, "reused")
@@ -252,29 +252,31 @@ def _first_error(done: subprocess.CompletedProcess[str]) -> str:
     return "no output"
 
 
-def _write_config(data: Path, host: str, port: int) -> tuple[Path, Path]:
-    """server.properties and log4j2.properties in ``data``; the controller gets port + 1."""
-    props = data / "server.properties"
-    props.write_text(
+def broker_command(java: str, libs: Path, data: Path, host: str, port: int, heap: str) -> list[str]:
+    """The single-node broker's command line over ``data`` (see ``node_command``); the
+    controller gets port + 1."""
+    properties = (
         SERVER_PROPERTIES.format(host=host, port=port, ctrl_port=port + 1, log_dirs=data / "logs")
         + SINGLE_NODE_PROPERTIES
     )
+    return node_command(java, libs, data, properties, heap, ["--standalone", "-t", _cluster_id()])
+
+
+def node_command(
+    java: str, libs: Path, data: Path, properties: str, heap: str, format_args: list[str]
+) -> list[str]:
+    """Write ``properties`` (whose ``log.dirs`` is ``data/logs``) and the log4j config into
+    ``data``, format the storage with ``format_args`` unless it is formatted already (so a
+    restart over the same ``data`` keeps every topic), and return the broker's command line."""
+    props = data / "server.properties"
+    props.write_text(properties)
     log4j = data / "log4j2.properties"
     log4j.write_text(LOG4J2_PROPERTIES)
-    return props, log4j
-
-
-def broker_command(java: str, libs: Path, data: Path, host: str, port: int, heap: str) -> list[str]:
-    """Write the config into ``data``, format its storage unless it is formatted already (so a
-    restart over the same ``data`` keeps every topic), and return the broker's command line."""
-    props, log4j = _write_config(data, host, port)
     jvm = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
     if not (data / "logs" / "meta.properties").exists():
-        fmt = [*jvm, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id()]
+        fmt = [*jvm, "kafka.tools.StorageTool", "format", *format_args, "-c", str(props)]
         try:
-            done = subprocess.run(
-                [*fmt, "-c", str(props)], capture_output=True, text=True, timeout=120, cwd=data
-            )
+            done = subprocess.run(fmt, capture_output=True, text=True, timeout=120, cwd=data)
         except subprocess.TimeoutExpired:
             raise ServiceError("formatting Kafka storage took over 2 min; check java") from None
         if done.returncode != 0:
@@ -298,20 +300,20 @@ def _start(java: str, libs: Path, settings: Settings, host: str, port: int) -> S
         data,
         f"{host}:{port}",
         services_dir,
-        lambda: kafka_is_up(settings),
+        lambda: broker_is_up(settings),
         READY_TIMEOUT_S,
         0.25,
         cleanup=lambda: _remove_datadir(settings),
     )
 
 
-def stop_kafka(settings: Settings) -> int | None:
+def stop_broker(settings: Settings) -> int | None:
     """Stop the broker we started (if any) and delete its data; returns its pid."""
     return KAFKA.stop(settings.services_dir, cleanup=lambda: _remove_datadir(settings))
 
 
-def kafka_status(settings: Settings) -> str:
+def broker_status(settings: Settings) -> str:
     """One line: started (pid) / reused / down."""
     host, port = bootstrap_target(settings)
     ours = our_process(settings.services_dir, NAME, EXPECT)
-    return status_line(NAME, ours, f"{host}:{port}", kafka_is_up(settings))
+    return status_line(NAME, ours, f"{host}:{port}", broker_is_up(settings))

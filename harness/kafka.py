@@ -19,7 +19,8 @@ from typing import NamedTuple, cast
 import pandas as pd
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from streaming.produce import encode, ensure_topic, send
+from core.kafka import ensure_topics
+from streaming.produce import encode, send
 
 QUIET = {"log_level": 2}  # our clients: no librdkafka FAIL lines while a broker is down
 
@@ -41,8 +42,8 @@ class Topics:
     def created(cls, prefix: str, bootstrap: str, partitions: int) -> Topics:
         """Fresh topics, created up front with ``partitions`` partitions each."""
         topics = cls.fresh(prefix)
-        for topic in (topics.transactions, topics.scores, topics.dlq):
-            ensure_topic(bootstrap, topic, partitions)
+        names = (topics.transactions, topics.scores, topics.dlq)
+        ensure_topics({"bootstrap.servers": bootstrap}, names, partitions)
         return topics
 
     def env(self) -> dict[str, str]:
@@ -67,7 +68,7 @@ def encoded(events: pd.DataFrame) -> list[tuple[bytes, bytes]]:
 
 def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes, bytes]], parts: int) -> None:
     """Create ``topic`` if needed and produce every (key, value), all acknowledged."""
-    ensure_topic(bootstrap, topic, parts)
+    ensure_topics({"bootstrap.servers": bootstrap}, [topic], parts)
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20})
     for key, value in items:
         send(producer, topic, key, value)

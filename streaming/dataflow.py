@@ -27,7 +27,7 @@ from bytewax.connectors.files import FileSink, FileSource
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow, Stream
 
-from core.kafka import client_config
+from core.kafka import client_config, ensure_stream_topics
 from core.settings import Settings, get_settings
 from streaming.records import Chunk, DeadLetter, Raw, Stepped
 from streaming.runtime import FlowRuntime, get_flow_runtime
@@ -61,6 +61,7 @@ def _input(
 ) -> tuple[Stream[Any], Callable[[Any], Raw | None]]:
     """The input stream (Kafka, or a replayed parquet/JSONL file) and its item -> ``Raw``."""
     if replay is None:
+        ensure_stream_topics(settings)  # fitted to the brokers found, unless set
         source = KafkaSource(
             kafka["bootstrap.servers"].split(","),
             [settings.stream_transactions_topic],

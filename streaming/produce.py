@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
 
 from core.cli import Parser, UserError, run_cli
 from core.events import TRANSACTION_SCHEMA
-from core.kafka import client_config
+from core.kafka import ensure_stream_topics, producer_config
 from core.settings import get_settings
 
 FIELDS = TRANSACTION_SCHEMA.names
@@ -44,22 +43,6 @@ def read_rows(path: Path, limit: int | None) -> Iterator[dict[str, object]]:
                 return
             sent += 1
             yield row
-
-
-def ensure_topic(
-    bootstrap: str, topic: str, partitions: int, config: Mapping[str, str] | None = None
-) -> None:
-    """Create ``topic`` unless it exists; ``config`` (``core.kafka.client_config``) adds
-    the security settings."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
-    if topic in admin.list_topics(timeout=10).topics:
-        return
-    futures = admin.create_topics([NewTopic(topic, partitions, 1)])
-    try:
-        futures[topic].result(timeout=30)
-    except KafkaException as exc:
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
-            raise
 
 
 def send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
@@ -103,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--topic", help="default: STREAM_TRANSACTIONS_TOPIC")
     parser.add_argument("--rate", type=float, help="events/s (default: as fast as possible)")
     parser.add_argument("--limit", type=int, help="send at most this many events")
-    parser.add_argument("--partitions", type=int, default=4, help="if the topic is created")
+    parser.add_argument(
+        "--partitions", type=int, help="if the topic is created (default: KAFKA_TOPIC_PARTITIONS)"
+    )
     parser.add_argument("--retime", action="store_true", help="event time := send time")
     return parser
 
@@ -116,9 +101,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         raise UserError("--rate must be positive")
     topic = args.topic or settings.stream_transactions_topic
-    config = client_config(settings)
-    ensure_topic(config["bootstrap.servers"], topic, args.partitions, config)
-    producer = Producer({**config, "linger.ms": 5, "acks": "all"})
+    ensure_stream_topics(settings, [topic], args.partitions)
+    producer = Producer(producer_config(settings) | {"linger.ms": 5})
     began = time.perf_counter()
     sent = produce(producer, topic, read_rows(path, args.limit), args.rate, args.retime)
     elapsed = time.perf_counter() - began

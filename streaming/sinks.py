@@ -17,6 +17,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 
+from core.kafka import DURABLE_PRODUCER
 from core.settings import Settings
 from streaming.records import Stepped
 from streaming.runtime import FlowRuntime, Score, get_flow_runtime
@@ -102,7 +103,7 @@ class ScoreSink(DynamicSink[list[Score]]):
         self.topic = topic
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ScorePartition:
-        return _ScorePartition(Producer(self.config | DELIVERY), self.topic)
+        return _ScorePartition(Producer(self.config | DURABLE_PRODUCER | DELIVERY), self.topic)
 
 
 DeadMessage = KafkaSinkMessage[bytes | None, bytes]
@@ -136,4 +137,4 @@ class DeadLetterSink(DynamicSink[DeadMessage]):
         self.config = config
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(Producer(self.config | DELIVERY))
+        return _DeadLetterPartition(Producer(self.config | DURABLE_PRODUCER | DELIVERY))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from core.cli import Parser, run_cli
 from harness.report import RESULTS_DIR, Check, table, write_json
 
-MODULES = ("faults_online", "faults_stream", "faults_batch")
+MODULES = ("faults_online", "faults_stream", "faults_batch", "faults_kafka_cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:

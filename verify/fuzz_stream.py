@@ -36,6 +36,7 @@ from core.aggregations import FEATURE_NAMES, backfill_sql
 from core.cli import Parser, run_cli
 from core.contract import WINDOWS_VIEW
 from core.duck import connect
+from core.kafka import ensure_topics
 from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from core.store import open_store
@@ -43,7 +44,6 @@ from harness.flow import BATCH_FLOW as FLOW
 from harness.flow import flow_env as harness_flow_env
 from harness.kafka import Record, Topics, drain
 from harness.report import Check, table, write_json
-from streaming.produce import ensure_topic
 from verify.fuzz_corpus import (
     BAD,
     SCORE,
@@ -167,8 +167,8 @@ def start_flow(settings: Settings, cases: Sequence[Case], policy: str, max_bytes
     """Produce ``cases`` into fresh topics and start the dataflow that drains them."""
     bootstrap = settings.kafka_bootstrap_servers
     topics = Topics.fresh("fuzz")
-    for topic in (topics.transactions, topics.scores, topics.dlq):
-        ensure_topic(bootstrap, topic, 3)
+    names = (topics.transactions, topics.scores, topics.dlq)
+    ensure_topics({"bootstrap.servers": bootstrap}, names, 3)
     produce(bootstrap, topics.transactions, cases, max_bytes)
     log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by Flow.outcome)
     proc = subprocess.Popen(
@@ -397,7 +397,7 @@ def oversized_corpus(settings: Settings, pop: Population, seed: int) -> Oversize
     bootstrap = settings.kafka_bootstrap_servers
     cases = build(seed + 1, pop, 20, 0, datetime.now(timezone.utc) - timedelta(minutes=1))
     probe = Topics.fresh("fuzz").transactions
-    ensure_topic(bootstrap, probe, 1)
+    ensure_topics({"bootstrap.servers": bootstrap}, [probe], 1)
     limit = size_limit(bootstrap, probe)
     body = dict(cases[0].body or {}) | {"transaction_id": f"big-{uuid.uuid4().hex[:8]}"}
     # A one-record batch adds ~70 bytes of framing to key and value.

@@ -15,7 +15,6 @@ from harness.flow import run_flow
 from harness.kafka import Topics, encoded, produce, scores
 from harness.stream import expected_latest, recent_events
 from serving.app import create_app
-from streaming.produce import ensure_topic
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -24,9 +23,7 @@ pytestmark = pytest.mark.integration
 def test_api_reflects_and_agrees_with_the_stream(ready: Stack) -> None:
     bootstrap = ready.settings.kafka_bootstrap_servers
     events = recent_events(ready.settings, users=60, hours=6, end=datetime.now(timezone.utc))
-    topics = Topics.fresh("test")
-    for topic in (topics.transactions, topics.scores, topics.dlq):
-        ensure_topic(bootstrap, topic, 2)
+    topics = Topics.created("test", bootstrap, 2)
     produce(bootstrap, topics.transactions, encoded(events), 2)
     out = run_flow(ready.env | topics.env())
     assert out.returncode == 0, out.stdout + out.stderr
