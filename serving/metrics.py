@@ -100,6 +100,8 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("serving_errors", "Error responses by kind", ["kind"], registry=r)
+        for kind in ("overloaded", "online_store_unavailable"):  # the 503s alerts divide by
+            self.errors.labels(kind)
         self.reloads = Counter(
             "serving_model_reloads", "Model reloads by outcome", ["outcome"], registry=r
         )
