@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     )
     batch_chunk_rows: int = Field(default=250_000, gt=0, description="rows per chunk (memory)")
     batch_workers: int = Field(default=0, ge=0, description="chunks in parallel; 0: one per core")
+    # --- object storage: s3:// clients read AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... --------
+    s3proxy_address: str = Field(
+        default="127.0.0.1:9300", description="the S3-compatible server devservices starts"
+    )
+    s3proxy_identity: str = Field(default="fraud-dev", description="its access key (dev only)")
+    s3proxy_credential: SecretStr = Field(
+        default=SecretStr("fraud-dev-secret"), description="its secret key (dev only)"
+    )
+    s3proxy_data_dir: Path | None = Field(
+        default=None, description="its buckets' directory; default: <services dir>/s3proxy-data"
+    )
+    s3proxy_cache_dir: Path = Field(default=Path.home() / ".cache" / "fraud-scoring" / "s3proxy")
 
     # --- online serving -------------------------------------------------------------------
     serving_host: str = "127.0.0.1"

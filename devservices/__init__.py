@@ -19,8 +19,9 @@ from .redis_cluster import (
     stop_redis_cluster,
 )
 from .redis_server import ensure_redis, redis_is_up, redis_status, stop_redis
+from .s3proxy import ensure_s3proxy, s3proxy_is_up, s3proxy_status, stop_s3proxy
 
-SERVICES = ("redis", "kafka")
+SERVICES = ("redis", "kafka", "s3proxy")
 
 __all__ = [
     "SERVICES",
@@ -31,6 +32,7 @@ __all__ = [
     "ensure_online_store",
     "ensure_redis",
     "ensure_redis_cluster",
+    "ensure_s3proxy",
     "kafka_is_up",
     "kafka_status",
     "online_store_is_up",
@@ -39,10 +41,13 @@ __all__ = [
     "redis_cluster_status",
     "redis_is_up",
     "redis_status",
+    "s3proxy_is_up",
+    "s3proxy_status",
     "stop_kafka",
     "stop_online_store",
     "stop_redis",
     "stop_redis_cluster",
+    "stop_s3proxy",
     "stop_started",
 ]
 
@@ -80,6 +85,8 @@ def stop_started(
     """Stop the services we started (Kafka first: it is the slow one); name -> stopped pid."""
     settings = settings or get_settings()
     stopped: dict[str, int | None] = {}
+    if only in (None, "s3proxy"):
+        stopped["s3proxy"] = stop_s3proxy(settings)
     if only in (None, "kafka"):
         stopped["kafka"] = stop_kafka(settings)
     if only in (None, "redis"):

@@ -8,7 +8,7 @@ import time
 
 from core.cli import Parser, run_cli
 from core.redis_url import parse
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 from . import (
     SERVICES,
@@ -22,6 +22,7 @@ from . import (
     stop_kafka,
     stop_online_store,
 )
+from .s3proxy import endpoint_url, ensure_s3proxy, s3proxy_is_up, s3proxy_status, stop_s3proxy
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
 def _run(command: str, names: list[str]) -> None:
     settings = get_settings()
     for name in names:
+        if name == "s3proxy":
+            _run_s3proxy(command, settings)
+            continue
         if command == "up":
             began = time.monotonic()
             handle = ensure_online_store(settings) if name == "redis" else ensure_kafka(settings)
@@ -64,6 +68,25 @@ def _run(command: str, names: list[str]) -> None:
             print(f"{name}: reachable at {where}")
         else:
             print(online_store_status(settings) if name == "redis" else kafka_status(settings))
+
+
+def _run_s3proxy(command: str, settings: Settings) -> None:
+    if command == "up":
+        began = time.monotonic()
+        handle = ensure_s3proxy(settings)
+        print(f"{handle.describe()} ({time.monotonic() - began:.1f} s)", flush=True)
+    elif command == "down":
+        pid = stop_s3proxy(settings)
+        print(f"s3proxy: stopped (pid {pid})" if pid else "s3proxy: nothing of ours running")
+    elif command == "check":
+        if not s3proxy_is_up(settings):
+            raise ServiceError(
+                f"s3proxy is not reachable at {endpoint_url(settings)}; run `make services-up`"
+                " or fix S3PROXY_ADDRESS"
+            )
+        print(f"s3proxy: reachable at {endpoint_url(settings)}")
+    else:
+        print(s3proxy_status(settings))
 
 
 def _handle(args: argparse.Namespace) -> int:
