@@ -3,7 +3,9 @@
 Materializes --users users into a Redis database of its own, starts `python -m serving`
 and `feast serve --max-requests 0` with the same worker count (default: one per core),
 and drives all of them with wrk (Debian's package; installed here if missing, as root).
-Prints one table, writes bench/results/online.json and online.png.
+Prints one table, writes bench/results/online.json and online.png. With
+REDIS_TYPE=redis_cluster (``make bench-online REDIS_MODE=cluster``) the same loads run on the
+Redis Cluster, both servers on it, into online_cluster.json and online_cluster.png.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from core.settings import PROJECT_ROOT
+import psutil
+import redis
+
+from core.redis_url import parse
+from core.settings import PROJECT_ROOT, Settings
 from datagen.generate import GeneratorConfig
+from harness import redis_cluster as rc
 from harness.report import RESULTS_DIR as RESULTS
 from harness.servers import launched, serving_command
 from harness.workspace import Workspace, prepare
@@ -127,17 +135,19 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         "--no-access-log",
     ]
     r: dict[str, float] = {"workers": workers, "users": args.users, "duration_s": args.duration}
-    with launched(serve_ours, f"{ours}/ready", RESULTS / "online-ours.log", env, PROJECT_ROOT):
+    logs = RESULTS / f"{args.name}-ours.log", RESULTS / f"{args.name}-feast.log"
+    with launched(serve_ours, f"{ours}/ready", logs[0], env, PROJECT_ROOT):
         d = args.duration
         wrk(f"{ours}/v1/predict", 16, 3, scripts["ours"])  # warm-up
         seq = wrk(f"{ours}/v1/predict", 1, d, scripts["ours"])
+        before = cpu_seconds(ws, 18000)
         c16 = wrk(f"{ours}/v1/predict", 16, d, scripts["ours"])
+        after = cpu_seconds(ws, 18000)
         c64 = wrk(f"{ours}/v1/predict", 64, d, scripts["ours"])
         b100 = wrk(f"{ours}/v1/predict/batch", 1, d, scripts["ours100"])
         noop16 = wrk(f"{ours}/health", 16, d, None)
         noop64 = wrk(f"{ours}/health", 64, d, None)
-    feast_log = RESULTS / "online-feast.log"
-    with launched(serve_feast, f"{feast}/health", feast_log, ws.env, ws.settings.feature_repo):
+    with launched(serve_feast, f"{feast}/health", logs[1], ws.env, ws.settings.feature_repo):
         wrk(f"{feast}/get-online-features", 16, 3, scripts["feast"])  # warm-up
         fseq = wrk(f"{feast}/get-online-features", 1, d, scripts["feast"])
         f16 = wrk(f"{feast}/get-online-features", 16, d, scripts["feast"])
@@ -158,12 +168,39 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         r[f"{name}_p99_ms"] = m["p99_ms"]
         r[f"{name}_requests"] = m["requests"]
         r[f"{name}_non_2xx"] = m["non_2xx"]
+    # CPU per request of the API processes and of every Redis node (the capacity model's input)
+    r["ours_cpu_ms_per_req_c16"] = (after[0] - before[0]) * 1000 / c16["requests"]
+    r["redis_cpu_ms_per_req_c16"] = (after[1] - before[1]) * 1000 / c16["requests"]
     r["ours_rps_c16"], r["feast_serve_rps_c16"], r["noop_rps_c16"] = (
         c16["rps"],
         f16["rps"],
         noop16["rps"],
     )
     return r
+
+
+def cpu_seconds(ws: Workspace, port: int) -> tuple[float, float]:
+    """CPU seconds so far of the API on ``port`` (parent and workers) and of the Redis nodes
+    (INFO cpu; the shared standalone Redis also counts other clients' commands)."""
+    api = 0.0
+    for child in psutil.Process().children():
+        if "serving" in child.cmdline() and str(port) in child.cmdline():
+            for p in [child, *child.children(recursive=True)]:
+                times = p.cpu_times()
+                api += times.user + times.system
+    target = parse(ws.settings.redis_connection_string)
+    nodes = list(target.nodes)
+    if ws.settings.redis_type == "redis_cluster":
+        nodes = [(n.host, n.port) for n in rc.nodes(ws.settings) if n.connected]
+    used = 0.0
+    for host, port_ in nodes:
+        info = redis.Redis(host=host, port=port_, **cpu_params(target.params)).info("cpu")
+        used += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])  # type: ignore[index]
+    return api, used
+
+
+def cpu_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k != "db"}
 
 
 def report(r: dict[str, float]) -> None:
@@ -191,6 +228,10 @@ def report(r: dict[str, float]) -> None:
     print(
         f"{'batch of 100 (1 conn)':<26}{r['ours_batch100_rps']:>10.0f}"
         f"{r['ours_batch100_p50_ms']:>9.2f}{r['ours_batch100_p99_ms']:>9.2f}"
+    )
+    print(
+        f"CPU per request at 16 connections: API {r['ours_cpu_ms_per_req_c16']:.3f} ms,"
+        f" Redis {r['redis_cpu_ms_per_req_c16']:.3f} ms"
     )
     errors = sum(v for k, v in r.items() if k.endswith("_non_2xx"))
     print(f"non-2xx responses across all loads: {int(errors)}")
@@ -234,17 +275,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="default: one per core")
     parser.add_argument("--redis-db", type=int, default=9)
     args = parser.parse_args()
+    cluster = Settings().redis_type == "redis_cluster"
+    args.name = "online_cluster" if cluster else "online"
     ensure_wrk()
     RESULTS.mkdir(parents=True, exist_ok=True)
     print("preparing the workspace ...", flush=True)
     cfg = GeneratorConfig(
         users=args.users, merchants=args.merchants, days=2, txns_per_day=args.users
     )
-    result = run(prepare("online", cfg, args.redis_db), args)
+    result = run(prepare(args.name, cfg, args.redis_db), args)
     report(result)
-    (RESULTS / "online.json").write_text(json.dumps(result, indent=2))
-    chart(result, RESULTS / "online.png")
-    print(f"wrote {RESULTS / 'online.json'} and {RESULTS / 'online.png'}")
+    out = RESULTS / f"{args.name}.json"
+    out.write_text(json.dumps(result, indent=2))
+    chart(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

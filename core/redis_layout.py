@@ -9,20 +9,26 @@ the bytes equal to Feast's ``online_write_batch`` and the reads equal to ``onlin
 
 Commands are packed once (hiredis, in C) or spliced from pre-packed parts, and sent as one
 write with one reply read back per command. ``Router`` is the seam for more than one node:
-it maps each key to the connection pool that serves it (today, one standalone pool).
+it maps each key to the connection pool that serves it. ``Router`` is one standalone pool;
+``ClusterRouter`` and ``AsyncClusterRouter`` route by hash slot with redis-py's slot map
+(``redis.cluster``), send to every node concurrently, and follow MOVED and ASK replies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 import hiredis
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
 from feast import FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
@@ -32,6 +38,15 @@ from feast.repo_config import RepoConfig
 from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 
 NULL = ValueProto().SerializeToString()  # what Feast stores for a missing value
 _SCALARS = frozenset(
@@ -165,6 +180,8 @@ def send(
     """Run ``commands[i]`` (on ``keys[i]``) pipelined: one write and one reply each, per pool."""
     if not commands:
         return []
+    if isinstance(router, ClusterRouter):
+        return router.send(keys, commands)
     routes = router.route(keys)
     if len(routes) == 1:
         (pool,) = routes
@@ -197,11 +214,13 @@ def _round_trip(pool: redis.ConnectionPool, commands: list[bytes]) -> list[Reply
 
 
 async def send_async(
-    router: Router[aioredis.ConnectionPool], keys: Sequence[bytes], commands: list[bytes]
+    router: Router[Any], keys: Sequence[bytes], commands: list[bytes]
 ) -> list[Reply]:
     """``send`` on asyncio; pools are read concurrently."""
     if not commands:
         return []
+    if isinstance(router, AsyncClusterRouter):
+        return await router.send(keys, commands)
     routes = router.route(keys)
     if len(routes) == 1:
         (pool,) = routes
@@ -222,3 +241,260 @@ async def _round_trip_async(pool: aioredis.ConnectionPool, commands: list[bytes]
         raise
     finally:
         await pool.release(conn)
+
+
+def router_for(client: Any) -> Router[Any]:
+    """The router for a redis-py client: by hash slot on a cluster, else its one pool."""
+    if isinstance(client, aioredis.RedisCluster):
+        return AsyncClusterRouter(client)
+    if isinstance(client, redis.cluster.RedisCluster):
+        return ClusterRouter(client)
+    return Router(client.connection_pool)
+
+
+# -- Redis Cluster ---------------------------------------------------------------------------
+
+MAX_PASSES = 8  # passes per request to follow MOVED/ASK/TRYAGAIN before giving up
+REFRESH_EVERY_S = 0.25  # a failing node refreshes the slot map at most this often
+ASKING = b"*1\r\n$6\r\nASKING\r\n"
+# A node or slot that cannot answer now (down, failing over, slot not covered yet).
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, RedisClusterException)
+
+
+class TooManyRedirects(redis.RedisError):
+    """Keys kept moving for ``MAX_PASSES`` passes (a resharding storm)."""
+
+
+@dataclass
+class _Pass:
+    """What one pass over the nodes left to resend: MOVED (the slot map is stale), ASK
+    (resend to the importing node, after ASKING) and TRYAGAIN (resend)."""
+
+    redo: list[int] = field(default_factory=list)
+    ask: dict[int, tuple[str, int]] = field(default_factory=dict)
+    moved: bool = False
+
+    def settle(self, indices: Sequence[int], answer: list[Reply], replies: list[Reply]) -> None:
+        for i, reply in zip(indices, answer, strict=True):
+            if not isinstance(reply, ResponseError):
+                replies[i] = reply
+            elif isinstance(reply, MovedError):  # a subclass of AskError: test it first
+                self.moved = True
+                self.redo.append(i)
+            elif isinstance(reply, AskError):
+                self.ask[i] = reply.node_addr
+                self.redo.append(i)
+            elif isinstance(reply, TryAgainError):
+                self.redo.append(i)
+            else:
+                raise reply  # CLUSTERDOWN, WRONGTYPE, NOPERM...: not a redirect
+
+
+class _SlotRoutes(Generic[PoolT]):
+    """Grouping by the node that serves each key's slot (or that an ASK named)."""
+
+    def node_for(self, key: bytes) -> PoolT:
+        raise NotImplementedError
+
+    def node_at(self, host: str, port: int) -> PoolT:
+        raise NotImplementedError
+
+    def route(self, keys: Sequence[bytes]) -> dict[PoolT, Sequence[int]]:
+        routes: dict[PoolT, list[int]] = {}
+        for i, key in enumerate(keys):
+            routes.setdefault(self.node_for(key), []).append(i)
+        return dict(routes)
+
+    def groups(
+        self, keys: Sequence[bytes], todo: Sequence[int], ask: dict[int, tuple[str, int]]
+    ) -> dict[tuple[PoolT, bool], list[int]]:
+        """(node, with ASKING) -> indices of ``todo``."""
+        out: dict[tuple[PoolT, bool], list[int]] = {}
+        for i in todo:
+            addr = ask.get(i)
+            node = self.node_for(keys[i]) if addr is None else self.node_at(*addr)
+            out.setdefault((node, addr is not None), []).append(i)
+        return out
+
+
+def _asked(commands: list[bytes], asking: bool) -> bytes:
+    return b"".join(ASKING + c for c in commands) if asking else b"".join(commands)
+
+
+class ClusterRouter(_SlotRoutes[redis.ConnectionPool], Router[redis.ConnectionPool]):
+    """Keys to the master of their hash slot, from a ``redis.cluster.RedisCluster``'s slot map.
+
+    ``retry_s`` > 0 (the stream's writer) keeps retrying an unreachable node, refreshing the
+    map, until then: a failover promotes the replica in about cluster-node-timeout. With
+    ``replica_ack_ms``, each node's pipeline ends with ``WAIT 1 <ms>``: replication is
+    asynchronous, and a write only the dying master held would be lost in a failover."""
+
+    def __init__(
+        self,
+        client: redis.cluster.RedisCluster,
+        retry_s: float = 0.0,
+        replica_ack_ms: int | None = None,
+    ) -> None:
+        self.client = client
+        self.retry_s = retry_s
+        self._wait = None if replica_ack_ms is None else pack(b"WAIT", 1, replica_ack_ms)
+        self._refreshed = 0.0
+
+    def node_for(self, key: bytes) -> redis.ConnectionPool:
+        node = self.client.nodes_manager.get_node_from_slot(key_slot(key))
+        return node.redis_connection.connection_pool
+
+    def node_at(self, host: str, port: int) -> redis.ConnectionPool:
+        node = self.client.nodes_manager.get_node(host, port)
+        if node is None or node.redis_connection is None:
+            raise RedisClusterException(f"ASK to {host}:{port}, a node not in the slot map")
+        return node.redis_connection.connection_pool
+
+    def refresh(self, force: bool = True) -> None:
+        if force or time.monotonic() - self._refreshed > REFRESH_EVERY_S:
+            self._refreshed = time.monotonic()
+            self.client.nodes_manager.initialize()
+
+    def send(self, keys: Sequence[bytes], commands: list[bytes]) -> list[Reply]:
+        deadline = time.monotonic() + self.retry_s
+        while True:
+            try:
+                return self._send(keys, commands)
+            except UNREACHABLE:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+                with contextlib.suppress(*UNREACHABLE):  # no node answers yet: try again
+                    self.refresh(force=False)
+
+    def _send(self, keys: Sequence[bytes], commands: list[bytes]) -> list[Reply]:
+        replies: list[Reply] = [None] * len(commands)
+        todo: Sequence[int] = range(len(commands))
+        ask: dict[int, tuple[str, int]] = {}
+        for _ in range(MAX_PASSES):
+            done = _Pass()
+            for (pool, asking), idx in self.groups(keys, todo, ask).items():
+                answer = _cluster_round_trip(pool, [commands[i] for i in idx], asking, self._wait)
+                done.settle(idx, answer, replies)
+            if done.moved:
+                self.refresh()
+            if not done.redo:
+                return replies
+            todo, ask = done.redo, done.ask
+        raise TooManyRedirects(f"keys still redirected after {MAX_PASSES} passes")
+
+
+def _cluster_round_trip(
+    pool: redis.ConnectionPool, commands: list[bytes], asking: bool, wait: bytes | None = None
+) -> list[Reply]:
+    """``_round_trip`` that returns error replies (MOVED, ASK...) instead of raising them,
+    then sends ``wait`` (a WAIT for the replica) if given."""
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([_asked(commands, asking) + (wait or b"")])
+        answer: list[Reply] = []
+        for _ in commands:
+            if asking:
+                conn.read_response()
+            try:
+                answer.append(conn.read_response())
+            except ResponseError as exc:  # the reply was read whole: the stream stays in step
+                answer.append(exc)
+        if wait:
+            conn.read_response()  # replicas that acknowledged: 0 if none left, go on anyway
+        return answer
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
+class AsyncClusterRouter(_SlotRoutes[aiocluster.ClusterNode], Router[aiocluster.ClusterNode]):
+    """``ClusterRouter`` on asyncio (the API): never retries an unreachable node, so a read
+    fails fast (503) while a failover runs; the slot map is refreshed in the background."""
+
+    def __init__(self, client: aioredis.RedisCluster) -> None:
+        self.client = client
+        self._refreshed = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    def node_for(self, key: bytes) -> aiocluster.ClusterNode:
+        return self.client.nodes_manager.get_node_from_slot(key_slot(key))
+
+    def node_at(self, host: str, port: int) -> aiocluster.ClusterNode:
+        node = self.client.nodes_manager.get_node(host, port)
+        if node is None:
+            raise RedisClusterException(f"ASK to {host}:{port}, a node not in the slot map")
+        return node
+
+    async def refresh(self, timeout_s: float = 1.0) -> None:
+        self._refreshed = time.monotonic()
+        await asyncio.wait_for(self.client.nodes_manager.initialize(), timeout_s)
+
+    def refresh_soon(self) -> None:
+        """One background refresh at a time, at most every ``REFRESH_EVERY_S``."""
+        busy = self._refreshing is not None and not self._refreshing.done()
+        if busy or time.monotonic() - self._refreshed < REFRESH_EVERY_S:
+            return
+        self._refreshed = time.monotonic()
+        self._refreshing = asyncio.get_running_loop().create_task(self._quiet_refresh())
+
+    async def _quiet_refresh(self) -> None:
+        try:
+            await self.refresh()
+        except (*UNREACHABLE, asyncio.TimeoutError):
+            pass  # the next failing read asks again
+
+    async def send(self, keys: Sequence[bytes], commands: list[bytes]) -> list[Reply]:
+        if self.client._initialize:  # first use: load the slot map
+            await self.client.initialize()
+        try:
+            return await self._send(keys, commands)
+        except UNREACHABLE:
+            self.refresh_soon()
+            raise
+
+    async def _send(self, keys: Sequence[bytes], commands: list[bytes]) -> list[Reply]:
+        replies: list[Reply] = [None] * len(commands)
+        todo: Sequence[int] = range(len(commands))
+        ask: dict[int, tuple[str, int]] = {}
+        for _ in range(MAX_PASSES):
+            done = _Pass()
+            groups = self.groups(keys, todo, ask)
+            answers = await asyncio.gather(
+                *(
+                    _cluster_round_trip_async(node, [commands[i] for i in idx], asking)
+                    for (node, asking), idx in groups.items()
+                )
+            )
+            for idx, answer in zip(groups.values(), answers, strict=True):
+                done.settle(idx, answer, replies)
+            if done.moved:
+                await self.refresh()
+            if not done.redo:
+                return replies
+            todo, ask = done.redo, done.ask
+        raise TooManyRedirects(f"keys still redirected after {MAX_PASSES} passes")
+
+
+async def _cluster_round_trip_async(
+    node: aiocluster.ClusterNode, commands: list[bytes], asking: bool
+) -> list[Reply]:
+    conn = node.acquire_connection()
+    try:
+        await conn.send_packed_command(_asked(commands, asking))
+        answer: list[Reply] = []
+        for _ in commands:
+            if asking:
+                await conn.read_response()
+            try:
+                answer.append(await conn.read_response())
+            except ResponseError as exc:  # the reply was read whole: the stream stays in step
+                answer.append(exc)
+        return answer
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        node.release(conn)

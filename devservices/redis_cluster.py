@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -52,7 +52,10 @@ def _info(host: str, port: int, target: RedisTarget, section: str = "cluster") -
     params = {k: v for k, v in target.params.items() if k != "db"} | probe
     client = redis.Redis(host=host, port=port, **params, retry=Retry(NoBackoff(), 0))
     try:
-        return dict(client.cluster("INFO") if section == "cluster" else client.info(section))
+        info = (
+            client.execute_command("CLUSTER INFO") if section == "cluster" else client.info(section)
+        )
+        return cast(dict[str, Any], info)
     finally:
         client.close()
 
@@ -157,6 +160,22 @@ def _wait_replicas(target: RedisTarget, ports: list[int], timeout_s: float) -> N
 
     if wait_until(synced, lambda: False, max(timeout_s, 1.0)) != "ready":
         raise ServiceError("the Redis Cluster's replicas did not finish their first sync")
+
+
+def revive_redis_cluster(settings: Settings) -> list[int]:
+    """Restart our nodes that are down (a failover proof kills one): each rejoins from its
+    nodes.conf, as a replica of the master that took its slots. Returns the ports restarted."""
+    target = parse(settings.redis_connection_string)
+    ports = cluster_ports(target)
+    base = settings.services_dir / NAME
+    with service_lock(settings.services_dir, NAME):
+        dead = [p for p in ports if (base / str(p)).is_dir() and not tcp_open(target.host, p)]
+        if dead:
+            binary = _redis_server_binary()
+            for port in dead:
+                _start_node(binary, settings, target, port)
+        _wait_replicas(target, ports, READY_TIMEOUT_S)
+    return dead
 
 
 def _stop_nodes(settings: Settings, ports: list[int]) -> list[int]:

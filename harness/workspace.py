@@ -109,9 +109,11 @@ def generate_data(ws: Workspace, cfg: GeneratorConfig) -> DataFiles:
 def prepare(name: str, cfg: GeneratorConfig, redis_db: int) -> Workspace:
     """A benchmark's workspace under bench/results/: generate, backfill, `feast apply` and
     `feast materialize`; prints how long each took."""
-    ws = create(
-        RESULTS_DIR / f"{name}-workspace", with_db(Settings().redis_connection_string, redis_db)
-    )
+    base = Settings()
+    url = base.redis_connection_string
+    if base.redis_type == "redis":  # a Redis Cluster has only db 0: the workspace shares it
+        url = with_db(url, redis_db)
+    ws = create(RESULTS_DIR / f"{name}-workspace", url, redis_type=base.redis_type)
     t = time.perf_counter()
     generate_data(ws, cfg)
     print(f"  data: {time.perf_counter() - t:.1f} s", flush=True)

@@ -76,7 +76,9 @@ async def _lifespan(app: FastAPI, settings: Settings, metrics: Metrics) -> Async
     """Open the store, Redis and the model once per worker; ``app.state.serving`` holds them."""
     store = open_store(settings)
     service = feature_service(store)
-    client = redis_client(settings.redis_connection_string, settings.redis_timeout_ms / 1000)
+    client = redis_client(
+        settings.redis_connection_string, settings.redis_timeout_ms / 1000, settings.redis_type
+    )
     max_age = settings.serving_max_age_seconds
     state = app.state.serving = ServingState(
         settings=settings,

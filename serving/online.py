@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from feast import FeatureService, FeatureStore
 from feast.value_type import ValueType
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
@@ -23,9 +24,9 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from core.plan import StoredRead, plan_service
 from core.redis_layout import (
     Layout,
-    Router,
     decode_value,
     hmget_parts,
+    router_for,
     send_async,
     splice_hmgets,
     timestamp_s,
@@ -71,18 +72,22 @@ class OnlineRead:
     stale: list[set[str]]  # per row: features nulled for being older than their view allows
 
 
-def redis_client(connection_string: str, timeout_s: float) -> aioredis.Redis:
+def redis_client(
+    connection_string: str, timeout_s: float, redis_type: str = "redis"
+) -> aioredis.Redis | aioredis.RedisCluster:
     """An asyncio client parsed exactly as Feast parses its connection string.
 
     Never retried, so an outage surfaces as a fast error; broken connections are dropped
     from the pool and redialled on next use. Each call is bounded as a whole by the reader
-    (``_bounded``), not per reply: redis-py arms one timer per reply.
+    (``_bounded``), not per reply: redis-py arms one timer per reply. With ``redis_cluster``
+    the nodes are startup nodes, as in Feast; the reader routes by slot (``core.redis_layout``).
     """
     target = parse(connection_string)
-    bounds = {"socket_timeout": None, "socket_connect_timeout": timeout_s}
-    return aioredis.Redis(
-        host=target.host, port=target.port, **(target.params | bounds), retry=Retry(NoBackoff(), 0)
-    )
+    params = target.params | {"socket_timeout": None, "socket_connect_timeout": timeout_s}
+    if redis_type == "redis_cluster":
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        return aioredis.RedisCluster(startup_nodes=nodes, **params, retry=Retry(NoBackoff(), 0))
+    return aioredis.Redis(host=target.host, port=target.port, **params, retry=Retry(NoBackoff(), 0))
 
 
 class OnlineFeatureReader:
@@ -92,11 +97,11 @@ class OnlineFeatureReader:
         self,
         store: FeatureStore,
         service: FeatureService,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         max_age_s: dict[str, float] | None = None,
     ) -> None:
         self._client = client
-        self._router = Router(client.connection_pool)
+        self._router = router_for(client)
         self._layout = Layout(store.config)
         plan = plan_service(store, service)
         self._odfvs = [(read.view, read.outputs) for read in plan.on_demand]

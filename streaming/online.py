@@ -15,11 +15,13 @@ from typing import Any
 from feast import FeatureStore
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.types import Float64, Int64
+from redis.cluster import RedisCluster
 
 from core.aggregations import ENTITY_KEY
 from core.contract import WINDOWS_VIEW
 from core.redis_layout import (
     NULL,
+    ClusterRouter,
     Layout,
     Router,
     float_bytes,
@@ -30,6 +32,11 @@ from core.redis_layout import (
     timestamp_us,
 )
 from streaming.records import WindowRow
+
+# A failover promotes a replica within about cluster-node-timeout (15 s in production):
+# the writer waits that out instead of failing the batch (its writes are idempotent).
+CLUSTER_RETRY_S = 60.0
+REPLICA_ACK_MS = 100  # each batch's writes reach a replica before the batch counts as done
 
 
 def latest_per_user(rows: Sequence[WindowRow]) -> list[WindowRow]:
@@ -57,7 +64,13 @@ class OnlineWriter:
             for f, field in zip(view.features, fields.fields, strict=True)
         ]
         self.client = RedisOnlineStore()._get_client(config.online_store)
-        self.router = Router(self.client.connection_pool)
+        self.router: Router[Any]
+        self.write_router: Router[Any]
+        if isinstance(self.client, RedisCluster):
+            self.router = ClusterRouter(self.client, retry_s=CLUSTER_RETRY_S)
+            self.write_router = ClusterRouter(self.client, CLUSTER_RETRY_S, REPLICA_ACK_MS)
+        else:
+            self.router = self.write_router = Router(self.client.connection_pool)
         self.key_ttl_s = config.online_store.key_ttl_seconds
 
     def write(self, rows: Sequence[WindowRow]) -> int:
@@ -79,7 +92,7 @@ class OnlineWriter:
             commands.append(pack(*args))
         if self.key_ttl_s:
             commands += [pack(b"EXPIRE", key, self.key_ttl_s) for key in written]
-            send(self.router, [*written, *written], commands)
+            send(self.write_router, [*written, *written], commands)
         else:
-            send(self.router, written, commands)
+            send(self.write_router, written, commands)
         return len(written)

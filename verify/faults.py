@@ -1,4 +1,4 @@
-"""``make faults``: every fault case (online, streaming, batch) in one run and one table.
+"""``make faults``: every fault case (online, stream, batch, Redis Cluster) in one table.
 
     python -m verify.faults
 
@@ -16,7 +16,13 @@ from collections.abc import Callable
 from core.cli import Parser, run_cli
 from harness.report import RESULTS_DIR, Check, table, write_json
 
-MODULES = ("faults_online", "faults_stream", "faults_batch", "faults_kafka_cluster")
+MODULES = (
+    "faults_online",
+    "faults_stream",
+    "faults_batch",
+    "faults_redis_cluster",
+    "faults_kafka_cluster",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
