@@ -82,11 +82,22 @@ def online(published_user: int | None) -> None:
             print(f"    GET /v1/scores/{published_user:<10} -> {r.status_code}  {r.json()}")
 
 
+def observability(settings: Settings) -> None:
+    """Where the dashboard, the alert rules and the metrics endpoints are."""
+    deploy = PROJECT_ROOT / "deploy"
+    print(f"  dashboard          {deploy / 'grafana/dashboards/fraud-scoring.json'} (Grafana)")
+    print(f"  alert rules        {deploy / 'prometheus/alerts.yml'} (README: what to do)")
+    api = f"http://{settings.serving_host}:{settings.serving_port}/metrics"
+    stream = f"http://{settings.stream_metrics_host}:{settings.stream_metrics_port}/metrics"
+    print(f"  metrics            API {api} (make serve); stream {stream} (make stream)")
+
+
 def main() -> None:
     print("\n== demo summary ==")
     settings = get_settings()
     offline(settings)
     online(batch(settings))
+    observability(settings)
 
 
 if __name__ == "__main__":
