@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
@@ -55,6 +55,7 @@ _SCALARS = frozenset(
 
 Reply = Any  # a decoded RESP reply: a list of field values for HMGET, an int for HSET/EXPIRE
 PoolT = TypeVar("PoolT")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -254,11 +255,26 @@ def router_for(client: Any) -> Router[Any]:
 
 # -- Redis Cluster ---------------------------------------------------------------------------
 
+# A failover promotes a replica in about cluster-node-timeout (15 s in production): the
+# stream's writes and profile reads wait that out (they are idempotent) instead of failing.
+FAILOVER_WAIT_S = 60.0
 MAX_PASSES = 8  # passes per request to follow MOVED/ASK/TRYAGAIN before giving up
 REFRESH_EVERY_S = 0.25  # a failing node refreshes the slot map at most this often
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
 # A node or slot that cannot answer now (down, failing over, slot not covered yet).
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, RedisClusterException)
+
+
+def until_reachable(call: Callable[[], T], retry_s: float, pause_s: float = 0.2) -> T:
+    """``call()``, again while the cluster cannot answer (a failover), for up to ``retry_s``."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return call()
+        except UNREACHABLE:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(pause_s)
 
 
 class TooManyRedirects(redis.RedisError):
@@ -441,10 +457,29 @@ class AsyncClusterRouter(_SlotRoutes[aiocluster.ClusterNode], Router[aiocluster.
         self._refreshing = asyncio.get_running_loop().create_task(self._quiet_refresh())
 
     async def _quiet_refresh(self) -> None:
+        """Reload the map only once a live node's CLUSTER SLOTS disagrees with it: redis-py
+        rebuilds every node (and drops every connection) on a reload, and concurrent reads
+        reconnecting at once time out (seen as ~1 s of 503s per reload under load)."""
         try:
-            await self.refresh()
+            if await self._map_changed():
+                await self.refresh()
         except (*UNREACHABLE, asyncio.TimeoutError):
             pass  # the next failing read asks again
+
+    async def _map_changed(self, timeout_s: float = 0.5) -> bool:
+        manager = self.client.nodes_manager
+        for node in list(manager.nodes_cache.values()):
+            try:
+                slots = await asyncio.wait_for(node.execute_command("CLUSTER SLOTS"), timeout_s)
+            except (*UNREACHABLE, ResponseError, asyncio.TimeoutError):
+                continue  # ask the next node
+            for start, _end, primary, *_ in slots:
+                host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
+                have = manager.slots_cache.get(int(start))
+                if not have or have[0].name != f"{host or node.host}:{int(primary[1])}":
+                    return True
+            return False
+        return True  # no node answered: let redis-py try its startup nodes
 
     async def send(self, keys: Sequence[bytes], commands: list[bytes]) -> list[Reply]:
         if self.client._initialize:  # first use: load the slot map

@@ -18,6 +18,7 @@ from feast import FeatureService, FeatureStore
 
 from core.contract import REQUEST_FIELDS, WINDOWS_VIEW
 from core.plan import plan_service
+from core.redis_layout import FAILOVER_WAIT_S, until_reachable
 from core.request_features import compute
 from streaming.records import Aggregates, Enriched, Event
 
@@ -38,8 +39,16 @@ Fetch = Callable[[list[str], str, list[int]], list[dict[str, Any]]]
 
 
 def feast_fetch(store: FeatureStore) -> Fetch:
+    # On a Redis Cluster a failover makes the SDK's reads fail for a few seconds: wait it out
+    # as the writer does (streaming.online), rather than crash the flow.
+    cluster = getattr(store.config.online_store, "redis_type", None) == "redis_cluster"
+    retry_s = FAILOVER_WAIT_S if cluster else 0.0
+
     def fetch(refs: list[str], key: str, ids: list[int]) -> list[dict[str, Any]]:
-        got = store.get_online_features(features=refs, entity_rows=[{key: i} for i in ids])
+        rows = [{key: i} for i in ids]
+        got = until_reachable(
+            lambda: store.get_online_features(features=refs, entity_rows=rows), retry_s
+        )
         cols = got.to_dict()
         names = [ref.split(":", 1)[1] for ref in refs]
         return [{n: cols[n][row] for n in names} for row in range(len(ids))]

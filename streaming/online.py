@@ -20,6 +20,7 @@ from redis.cluster import RedisCluster
 from core.aggregations import ENTITY_KEY
 from core.contract import WINDOWS_VIEW
 from core.redis_layout import (
+    FAILOVER_WAIT_S,
     NULL,
     ClusterRouter,
     Layout,
@@ -33,9 +34,6 @@ from core.redis_layout import (
 )
 from streaming.records import WindowRow
 
-# A failover promotes a replica within about cluster-node-timeout (15 s in production):
-# the writer waits that out instead of failing the batch (its writes are idempotent).
-CLUSTER_RETRY_S = 60.0
 REPLICA_ACK_MS = 100  # each batch's writes reach a replica before the batch counts as done
 
 
@@ -67,8 +65,8 @@ class OnlineWriter:
         self.router: Router[Any]
         self.write_router: Router[Any]
         if isinstance(self.client, RedisCluster):
-            self.router = ClusterRouter(self.client, retry_s=CLUSTER_RETRY_S)
-            self.write_router = ClusterRouter(self.client, CLUSTER_RETRY_S, REPLICA_ACK_MS)
+            self.router = ClusterRouter(self.client, retry_s=FAILOVER_WAIT_S)
+            self.write_router = ClusterRouter(self.client, FAILOVER_WAIT_S, REPLICA_ACK_MS)
         else:
             self.router = self.write_router = Router(self.client.connection_pool)
         self.key_ttl_s = config.online_store.key_ttl_seconds

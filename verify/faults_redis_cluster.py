@@ -83,7 +83,7 @@ def api_under_kill(
     env = ws.env | {"MODEL_DIR": str(ws.settings.model_path)}
     times: dict[str, float] = {}
     log = ws.settings.data_dir / "serve.log"
-    with launched(serving_command(port, 2), f"{url}/ready", log, env, PROJECT_ROOT):
+    with launched(serving_command(port, 2), f"{url}/ready", log, env, PROJECT_ROOT, 180.0):
         baseline = _baseline(url, bodies)
         killer = _kill_later(ws.settings, kill_at, times)
         samples = open_loop(port, [post("/v1/predict", b) for b in bodies], rate, seconds)

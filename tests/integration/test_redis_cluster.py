@@ -12,13 +12,13 @@ import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import redis
-import requests
+from fastapi.testclient import TestClient
+from httpx import Response
 from redis.crc import key_slot
 
 from core.contract import BATCH_SCORE_VIEW, REQUEST_FIELDS, feature_order
@@ -27,9 +27,9 @@ from core.store import feature_service, open_store
 from harness import redis_cluster as rc
 from harness.flow import run_flow
 from harness.kafka import Topics, encoded, produce
-from harness.servers import serving_process
 from harness.stream import assert_online_equals_backfill, recent_events
-from harness.workspace import Workspace, create, feast_cli
+from harness.workspace import Workspace, create, feast_cli, stamp
+from serving.app import create_app
 from serving.online import OnlineFeatureReader, RequestRow, redis_client
 from tests.conftest import Clock, Stack
 
@@ -48,7 +48,8 @@ def on_cluster(ready: Stack, clock: Clock, tmp_path_factory: pytest.TempPathFact
         root, settings.redis_connection_string, redis_type="redis_cluster", redis_timeout_ms=2000
     )
     shutil.copytree(ready.settings.data_dir, ws.settings.data_dir, dirs_exist_ok=True)
-    out = ws.run(feast_cli(), "materialize", clock.materialize_start, clock.materialize_end)
+    start = stamp(clock.now - timedelta(days=3))  # every view's newest rows: enough to compare
+    out = ws.run(feast_cli(), "materialize", start, clock.materialize_end)
     assert out.returncode == 0, out.stderr
     return ws
 
@@ -149,25 +150,24 @@ def test_slot_migration_ask_then_moved_keeps_the_reader_equal(on_cluster: Worksp
 
 
 @pytest.fixture
-def api(on_cluster: Workspace, tmp_path: Path) -> Iterator[str]:
-    with serving_process(on_cluster.env | {"REDIS_TIMEOUT_MS": "500"}, tmp_path / "api.log") as url:
-        yield url
+def api(on_cluster: Workspace) -> Iterator[TestClient]:
+    """The app as ``python -m serving`` builds it, in process (its start-up is the slow part)."""
+    with TestClient(create_app(on_cluster.settings_with(redis_timeout_ms=500))) as client:
+        yield client
 
 
-def _predict(url: str, bodies: list[dict[str, Any]]) -> requests.Response:
-    return requests.post(
-        f"{url}/v1/predict/batch?explain=true", json={"records": bodies}, timeout=10
-    )
+def _predict(api: TestClient, bodies: list[dict[str, Any]]) -> Response:
+    return api.post("/v1/predict/batch?explain=true", json={"records": bodies})
 
 
-def _answers(response: requests.Response) -> list[tuple[Any, ...]]:
+def _answers(response: Response) -> list[tuple[Any, ...]]:
     """Score, features and missing ones per record (not the request id or the ages)."""
     results = response.json()["results"]
     return [(r["score"], r["features"], r["missing_features"]) for r in results]
 
 
 def test_master_killed_503_then_same_answers_after_promotion(
-    on_cluster: Workspace, api: str
+    on_cluster: Workspace, api: TestClient
 ) -> None:
     settings = on_cluster.settings
     bodies = [dict(r) for r in _rows(on_cluster, 100, seed=5)]

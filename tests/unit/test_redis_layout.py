@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hiredis
+import pytest
+from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
 
 from core.redis_layout import (
     Router,
+    _Pass,
     hmget_parts,
     pack,
     splice_hmgets,
@@ -35,3 +38,23 @@ def test_timestamps_round_trip_to_the_microsecond() -> None:
 def test_standalone_router_sends_every_key_to_its_one_pool() -> None:
     pool = object()
     assert Router(pool).route([b"a", b"b", b"c"]) == {pool: range(3)}
+
+
+def test_a_cluster_pass_keeps_answers_and_sorts_redirects() -> None:
+    """MOVED (a MovedError is also an AskError) asks for a map refresh, ASK names its node,
+    TRYAGAIN is resent, and any other error reply is raised, not taken for an answer."""
+    replies: list[object] = [None] * 5
+    done = _Pass()
+    answer = [
+        b"v0",
+        MovedError("3999 127.0.0.1:7001"),
+        AskError("3999 127.0.0.1:7002"),
+        TryAgainError("TRYAGAIN"),
+        [b"a", None],
+    ]
+    done.settle([0, 1, 2, 3, 4], answer, replies)
+    assert replies == [b"v0", None, None, None, [b"a", None]]
+    assert done.moved and done.redo == [1, 2, 3]
+    assert done.ask == {2: ("127.0.0.1", 7002)}
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        _Pass().settle([0], [ResponseError("WRONGTYPE")], replies)
