@@ -1,4 +1,10 @@
-"""The transaction record: one schema for parquet files, Kafka events and API requests."""
+"""The transaction record: one schema for parquet files, Kafka events and API requests.
+
+The contract can grow: a field this version does not know is ignored (and counted by the
+stream and the API), so a producer may add one before every consumer knows it. The strict
+twins refuse such fields; they are the stream's first, fast check and its strict policy
+(``STREAM_EXTRA_FIELDS=dead_letter``). ``schemas/`` holds the JSON Schemas made from these.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +33,14 @@ LABEL = "is_fraud"
 LABELED_TRANSACTION_SCHEMA = TRANSACTION_SCHEMA.append(pa.field(LABEL, pa.int8()))
 
 
+ExtraFieldsPolicy = Literal["ignore", "dead_letter"]  # STREAM_EXTRA_FIELDS
+EXTRA_FORBIDDEN = "extra_forbidden"  # pydantic's error type for an unknown field
+
+
 class TransactionRequest(BaseModel):
     """What scoring needs from a transaction besides the stored features (the API's body)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     user_id: int = Field(ge=0, lt=2**63)
     merchant_id: int = Field(ge=0, lt=2**63)
@@ -63,3 +73,25 @@ class Transaction(TransactionRequest):
         if value.tzinfo is None:
             raise ValueError("event_timestamp must carry a timezone (use Z for UTC)")
         return value
+
+
+class StrictTransaction(Transaction):
+    """``Transaction`` refusing unknown fields: each one is an ``extra_forbidden`` error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoreRecord(BaseModel):
+    """A message on the scores topic (``streaming.runtime.score_json`` writes it), keyed by
+    ``transaction_id``; delivered at least once, so consumers de-duplicate by that key."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    transaction_id: str = Field(min_length=1, max_length=64)
+    user_id: int = Field(ge=0, lt=2**63)
+    score: float = Field(ge=0, le=1, description="fraud probability")
+    model_version: str = Field(description="the model artifact's version")
+    event_timestamp: datetime = Field(description="the transaction's event time")
+    latency_ms: float = Field(
+        ge=0, description="from the event entering Kafka (or being read, in replay) to its score"
+    )

@@ -122,6 +122,17 @@ class Settings(BaseSettings):
         default="score", description="an event whose user or merchant has no profile"
     )
     stream_log_interval_s: float = Field(default=10.0, gt=0)
+    # --- event contract (core.events: unknown fields, counted) ---------------------------
+    stream_extra_fields: Literal["ignore", "dead_letter"] = Field(
+        default="ignore",
+        description="an event with fields the schema does not know: scored without them"
+        " (counted), or dead-lettered as schema",
+    )
+    serving_extra_fields: Literal["ignore", "reject"] = Field(
+        default="ignore",
+        description="a request with fields the schema does not know: scored without them"
+        " (counted), or refused with 422",
+    )
     # --- observability (the stream's Prometheus endpoint; see streaming.metrics) -------------
     stream_metrics_host: str = Field(default="127.0.0.1", description="address /metrics binds")
     stream_metrics_port: int = Field(

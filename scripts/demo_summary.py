@@ -13,6 +13,7 @@ from core.predictor import MANIFEST_FILE
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import open_store
 from harness.servers import free_port, launched, serving_command
+from scripts.schemas import MODELS, path
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
     (
@@ -92,12 +93,19 @@ def observability(settings: Settings) -> None:
     print(f"  metrics            API {api} (make serve); stream {stream} (make stream)")
 
 
+def contract() -> None:
+    """Where the event contract's JSON Schemas are, for producers and consumers."""
+    files = ", ".join(str(path(name)) for name in MODELS)
+    print(f"  event schemas      {files} (make schemas)")
+
+
 def main() -> None:
     print("\n== demo summary ==")
     settings = get_settings()
     offline(settings)
     online(batch(settings))
     observability(settings)
+    contract()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Per-request plumbing as plain ASGI middleware: request id, latency metric, one log line.
 
+The request id is the caller's ``X-Request-ID`` when it is a plain token (so a trace spans
+the caller's logs and ours); otherwise, or when absent, a new one. It is echoed in the
+response's header and body and written in the access log line.
+
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, which wraps every request in
 extra tasks and streams; this runs on the hot path of every call.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -17,6 +22,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.metrics import Metrics
 
 ACCESS_LOG = logging.getLogger("serving.access")
+REQUEST_ID_HEADER = b"x-request-id"
+# A caller's id is kept if it is a plain token: no spaces or control bytes to forge log
+# lines or headers with, and bounded, since it is stored with every log line.
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-ID`` if it is a plain token, else a new random id."""
+    for name, value in headers:
+        if name.lower() == REQUEST_ID_HEADER and REQUEST_ID.fullmatch(value):
+            return value.decode()
+    return uuid.uuid4().hex
 
 
 class AccessMiddleware:
@@ -30,7 +47,7 @@ class AccessMiddleware:
             return
         started = time.perf_counter()
         state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = uuid.uuid4().hex
+        state["request_id"] = request_id(scope.get("headers", []))
         status = 500
 
         async def send_wrapper(message: Message) -> None:
@@ -38,7 +55,7 @@ class AccessMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", []).append(
-                    (b"x-request-id", state["request_id"].encode())
+                    (REQUEST_ID_HEADER, state["request_id"].encode())
                 )
             await send(message)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import TransactionRequest
+from core.events import EXTRA_FORBIDDEN, TransactionRequest
+
+ExtraFieldsPolicy = Literal["ignore", "reject"]  # SERVING_EXTRA_FIELDS
+Loc = tuple[str | int, ...]
 
 # The OpenAPI examples (valid requests: schemathesis sends them first, see verify.fuzz_api).
 EXAMPLE_RECORD: dict[str, Any] = {
@@ -28,11 +33,17 @@ OTHER_RECORD: dict[str, Any] = {
 class PredictRequest(TransactionRequest):
     """One transaction to score at authorisation time."""
 
+    # "allow" keeps unknown fields aside (model_extra) to count or refuse them, per policy.
     model_config = ConfigDict(
-        json_schema_extra={"examples": [EXAMPLE_RECORD | {"transaction_id": "t-42-0001"}]}
+        extra="allow",
+        json_schema_extra={"examples": [EXAMPLE_RECORD | {"transaction_id": "t-42-0001"}]},
     )
 
     transaction_id: str | None = Field(default=None, max_length=64)
+
+    def known(self) -> dict[str, Any]:
+        """The fields the schema knows: what scoring reads."""
+        return self.model_dump(exclude=set(self.model_extra or ()))
 
 
 class PredictResult(BaseModel):
@@ -58,11 +69,31 @@ class PredictManyRequest(BaseModel):
     """Several transactions scored in one call (the online API's multi-record request)."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="allow",
         json_schema_extra={"examples": [{"records": [EXAMPLE_RECORD, OTHER_RECORD]}]},
     )
 
     records: list[PredictRequest] = Field(min_length=1)
+
+
+def unknown_fields(body: PredictRequest | PredictManyRequest) -> list[Loc]:
+    """Where the body has fields the schema does not know, as a 422's ``loc``."""
+    locs: list[Loc] = [("body", k) for k in body.model_extra or ()]
+    if isinstance(body, PredictManyRequest):
+        for i, r in enumerate(body.records):
+            locs += [("body", "records", i, k) for k in r.model_extra or ()]
+    return locs
+
+
+def check_extra_fields(locs: Sequence[Loc], policy: ExtraFieldsPolicy) -> None:
+    """Refuse unknown fields with pydantic's own 422 under "reject"; "ignore" lets them by."""
+    if locs and policy == "reject":
+        raise RequestValidationError(
+            [
+                {"type": EXTRA_FORBIDDEN, "loc": loc, "msg": "Extra inputs are not permitted"}
+                for loc in locs
+            ]
+        )
 
 
 class PredictManyResponse(BaseModel):

@@ -29,7 +29,7 @@ from bytewax.dataflow import Dataflow, Stream
 
 from core.kafka import client_config, ensure_stream_topics
 from core.settings import Settings, get_settings
-from streaming.records import Chunk, DeadLetter, Raw, Stepped
+from streaming.records import Chunk, DeadLetter, Raw, Stepped, source_headers
 from streaming.runtime import FlowRuntime, get_flow_runtime
 from streaming.sinks import DeadLetterSink, OnlineSink, ScoreSink
 from streaming.sources import ParquetSource, from_kafka, from_line
@@ -43,6 +43,7 @@ DLQ_MAX_VALUE = 900_000
 
 def dead_letter_message(d: DeadLetter, topic: str) -> KafkaSinkMessage[bytes | None, bytes]:
     headers = [("reason", d.reason.encode()), ("detail", d.detail.encode())]
+    headers += source_headers(d.raw)  # where the original is: topic, partition, offset, time
     value = d.raw.value
     if len(value) > DLQ_MAX_VALUE:  # the whole message stays in the source topic
         digest = hashlib.sha256(value).hexdigest()

@@ -105,6 +105,11 @@ class StreamMetrics:
         )
         for reason in REASONS:  # every reason is a series from the start, so rate() sees 0
             self.dead_letters.labels(reason)
+        self.extra_fields = Counter(
+            "stream_extra_fields",
+            "Event fields the schema does not know, ignored (STREAM_EXTRA_FIELDS=ignore)",
+            registry=r,
+        )
         self.step_seconds = Histogram(
             "stream_step_duration_seconds",
             "Time of one micro-batch in a step",

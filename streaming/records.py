@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from core.aggregations import to_us
-from core.events import Transaction
+from core.events import EXTRA_FORBIDDEN, ExtraFieldsPolicy, StrictTransaction, Transaction
 
 Reason = Literal["bad_json", "schema", "future", "late", "unknown_entity"]
 REASONS: tuple[Reason, ...] = ("bad_json", "schema", "future", "late", "unknown_entity")
@@ -28,11 +28,26 @@ WindowRow = tuple[int, int, Aggregates]  # user_id, version_us, aggregates: one 
 
 @dataclass(slots=True)
 class Raw:
-    """One input message: Kafka key and value, and when it entered the log (ms since epoch)."""
+    """One input message: Kafka key and value, and when it entered the log (ms since epoch);
+    ``source`` is where it sits in Kafka (topic, partition, offset), None when replayed."""
 
     key: bytes | None
     value: bytes
     ingest_ms: float
+    source: tuple[str, int, int] | None = None
+
+
+def source_headers(raw: Raw) -> list[tuple[str, bytes]]:
+    """Where a dead letter came from, so the original can be read again from its topic."""
+    if raw.source is None:
+        return []
+    topic, partition, offset = raw.source
+    return [
+        ("source_topic", topic.encode()),
+        ("source_partition", str(partition).encode()),
+        ("source_offset", str(offset).encode()),
+        ("source_timestamp", str(int(raw.ingest_ms)).encode()),  # ms since epoch, the log's
+    ]
 
 
 @dataclass(slots=True)
@@ -40,6 +55,7 @@ class Event:
     raw: Raw
     txn: Transaction
     ts_us: int
+    extra_fields: int = 0  # unknown fields ignored (the contract lets producers add fields)
 
     def __reduce__(self) -> tuple[Any, tuple[Raw]]:
         """Pickled as its raw bytes and parsed again on arrival: Bytewax pickles every item
@@ -88,22 +104,33 @@ class Stepped:
 
 
 def _reparse(raw: Raw) -> Event:
-    event = parse(raw)
+    event = parse(raw)  # "ignore" accepts whatever any policy accepted
     assert isinstance(event, Event), "it parsed once"
     return event
 
 
-def parse(raw: Raw) -> Event | DeadLetter:
-    """Validate the JSON against the one schema; a failure names the first problem."""
+def parse(raw: Raw, extra_fields: ExtraFieldsPolicy = "ignore") -> Event | DeadLetter:
+    """Validate the JSON against the one schema; a failure names the first problem.
+
+    The strict model goes first: valid events without unknown fields (nearly all) parse
+    once, and its ``extra_forbidden`` errors count the unknown fields. Under "ignore" an
+    event whose only errors are those parses again with the lenient model.
+    """
+    extra = 0
     try:
-        txn = Transaction.model_validate_json(raw.value)
+        txn: Transaction = StrictTransaction.model_validate_json(raw.value)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        reason: Reason = "bad_json" if first["type"] == "json_invalid" else "schema"
-        where = ".".join(str(p) for p in first["loc"])
-        return DeadLetter(raw, reason, f"{where}: {first['msg']}" if where else first["msg"])
+        errors = exc.errors()
+        problems = [e for e in errors if e["type"] != EXTRA_FORBIDDEN]
+        if problems or extra_fields != "ignore":
+            first = (problems or errors)[0] if extra_fields == "ignore" else errors[0]
+            reason: Reason = "bad_json" if first["type"] == "json_invalid" else "schema"
+            where = ".".join(str(p) for p in first["loc"])
+            return DeadLetter(raw, reason, f"{where}: {first['msg']}" if where else first["msg"])
+        extra = len(errors)
+        txn = Transaction.model_validate_json(raw.value)
     ts_us = to_us(txn.event_timestamp)
     if ts_us > raw.ingest_ms * 1000 + MAX_FUTURE_US:
         ahead = (ts_us - raw.ingest_ms * 1000) / 1e6
         return DeadLetter(raw, "future", f"event time is {ahead:.0f} s after it entered the log")
-    return Event(raw, txn, ts_us)
+    return Event(raw, txn, ts_us, extra)

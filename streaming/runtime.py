@@ -92,12 +92,15 @@ class FlowRuntime:
         events: list[Event] = []
         dead: list[DeadLetter] = []
         for raw in raws:
-            parsed = parse(raw)
+            parsed = parse(raw, self.settings.stream_extra_fields)
             if isinstance(parsed, Event):
                 events.append(parsed)
             else:
                 dead.append(parsed)
         self.metrics.events.inc(len(events) + len(dead))
+        extra = sum(e.extra_fields for e in events)
+        if extra:
+            self.metrics.extra_fields.inc(extra)
         chunks: dict[str, Chunk] = {}
         if events:
             with self._lock:

@@ -38,7 +38,10 @@ def from_kafka(msg: Any) -> Raw | None:
     if not isinstance(msg, KafkaSourceMessage):
         return None
     ingest_ms = msg.timestamp[1] if msg.timestamp else time.time() * 1000
-    return Raw(msg.key, msg.value or b"", ingest_ms)
+    where = None
+    if msg.topic is not None and msg.partition is not None and msg.offset is not None:
+        where = (msg.topic, msg.partition, msg.offset)
+    return Raw(msg.key, msg.value or b"", ingest_ms, where)
 
 
 def from_line(line: str) -> Raw:

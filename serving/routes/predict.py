@@ -16,6 +16,8 @@ from serving.schemas import (
     PredictRequest,
     PredictResponse,
     PredictResult,
+    check_extra_fields,
+    unknown_fields,
 )
 from serving.scoring import score_rows
 
@@ -29,6 +31,14 @@ router = APIRouter(
     },
 )
 Explain = Annotated[bool, Query(description="also return the feature values used")]
+
+
+def _extra_fields(state: ServingState, body: PredictRequest | PredictManyRequest) -> None:
+    """Unknown fields: refused (SERVING_EXTRA_FIELDS=reject) or counted and ignored."""
+    locs = unknown_fields(body)
+    if locs:
+        check_extra_fields(locs, state.settings.serving_extra_fields)
+        state.metrics.extra_fields.inc(len(locs))
 
 
 async def _score(
@@ -54,7 +64,8 @@ async def _score(
 async def predict(
     body: PredictRequest, request: Request, state: StateDep, explain: Explain = False
 ) -> PredictResponse:
-    version, (result,) = await _score(state, request, [body.model_dump()], explain)
+    _extra_fields(state, body)
+    version, (result,) = await _score(state, request, [body.known()], explain)
     return PredictResponse(
         request_id=request.state.request_id,
         model_version=version,
@@ -71,7 +82,8 @@ async def predict_many(
     limit = state.settings.serving_max_batch
     if len(body.records) > limit:
         raise HTTPException(413, f"at most {limit} records per request")
-    version, results = await _score(state, request, [r.model_dump() for r in body.records], explain)
+    _extra_fields(state, body)
+    version, results = await _score(state, request, [r.known() for r in body.records], explain)
     return PredictManyResponse(
         request_id=request.state.request_id,
         model_version=version,

@@ -84,7 +84,6 @@ def test_stale_features_count_as_missing(ready: Stack) -> None:
         ({"amount": 10**9}, "amount"),
         ({"channel": "carrier-pigeon"}, "channel"),
         ({"country": "gb"}, "country"),
-        ({"unexpected": 1}, "unexpected"),
     ],
 )
 def test_malformed_fields_get_422_naming_the_field(
