@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
 
 OUR_PACKAGES = ("core", "datagen", "training", "devservices", "batch", "serving", "streaming")
 
@@ -15,8 +16,26 @@ class UserError(Exception):
     """A failure the user can fix; printed as one line, exit code 2."""
 
 
+def package_version() -> str:
+    """The installed distribution's version (``pyproject.toml``)."""
+    try:
+        return version("fraud-scoring")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr rather than the usage block."""
+    """argparse, but a usage mistake is one line on stderr rather than the usage block;
+    every command and subcommand has ``--version``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--version",
+            action="version",
+            version=f"%(prog)s {package_version()}",
+            help="print the version and exit",
+        )
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

@@ -16,8 +16,12 @@ from serving.protocol import NoDelayHttpToolsProtocol
 def build_parser() -> argparse.ArgumentParser:
     settings = get_settings()
     parser = Parser(prog="fraud-serve", description=__doc__)
-    parser.add_argument("--host", default=settings.serving_host)
-    parser.add_argument("--port", type=int, default=settings.serving_port)
+    parser.add_argument(
+        "--host", default=settings.serving_host, help="address to bind (default: SERVING_HOST)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=settings.serving_port, help="port (default: SERVING_PORT)"
+    )
     parser.add_argument(
         "--workers", type=int, default=settings.serving_workers, help="default: one per core"
     )

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
+
+from core.cli import package_version
 
 FLOW = "streaming.dataflow:get_flow"
 
@@ -23,6 +26,11 @@ def recovery_dir(argv: list[str]) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in args:
+        print(f"fraud-stream {package_version()} (bytewax {version('bytewax')})")
+        return 0
+    if "-h" in args or "--help" in args:  # the flags are bytewax.run's, with its help
+        print(__doc__.splitlines()[0].replace("``", ""), flush=True)
     flow = args.pop(0) if args and args[0].startswith(FLOW) else FLOW
     db = recovery_dir(args)
     if db is not None and not any(db.glob("*.sqlite3")):

@@ -14,9 +14,22 @@ from training.train import TrainConfig, train
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = Parser(prog="fraud-train", description=__doc__)
-    parser.add_argument("--warmup-days", type=int, default=defaults.warmup_days)
-    parser.add_argument("--holdout-days", type=int, default=defaults.holdout_days)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--warmup-days",
+        type=int,
+        default=defaults.warmup_days,
+        help="first days left out: no window or profile history yet"
+        f" (default: {defaults.warmup_days})",
+    )
+    parser.add_argument(
+        "--holdout-days",
+        type=int,
+        default=defaults.holdout_days,
+        help=f"last days held out for evaluation (default: {defaults.holdout_days})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help=f"model seed (default: {defaults.seed})"
+    )
     parser.add_argument(
         "--verify-only",
         action="store_true",
