@@ -30,7 +30,7 @@ MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status data apply materialize train bench-feature-log \
 	demo lint test clean serve bench-online stream produce bench-stream batch batch-backfill bench-batch \
-	parity faults fuzz
+	parity faults fuzz daily schemas
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,6 +77,9 @@ bench-stream: services-up data apply train ## Streaming benchmark: drain, freshn
 batch: install ## Score one day into data/scores (DATE=YYYY-MM-DD, default yesterday; PUBLISH=1)
 	$(BIN)/python -m batch score $(if $(DATE),--date $(DATE)) $(if $(PUBLISH),--publish)
 
+daily: install ## The daily chain for yesterday: materialize, score, publish, skew (DATE=YYYY-MM-DD; re-runnable)
+	$(BIN)/python -m batch daily $(if $(DATE),--date $(DATE))
+
 batch-backfill: install ## Score START..END in order, skipping finished dates (default: last 7)
 	$(BIN)/python -m batch backfill --start $(or $(START),$(shell date -u -d '7 days ago' +%F)) \
 		--end $(or $(END),$(shell date -u -d yesterday +%F))
@@ -106,6 +109,9 @@ faults: services-up data apply materialize train ## Kill Redis, Kafka, the strea
 
 fuzz: services-up data apply train ## Fuzz the API (schemathesis), the stream (malformed events) and batch inputs
 	$(BIN)/python -m verify.fuzz
+
+schemas: install ## Regenerate the event contract's JSON Schemas in schemas/ from core.events
+	$(BIN)/python -m scripts.schemas
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .

@@ -6,7 +6,7 @@ import argparse
 import json
 from datetime import date, datetime, timedelta, timezone
 
-from batch import output, skew
+from batch import daily, output, skew
 from batch.aggregates import backfill_windows
 from batch.backfill import run_backfill
 from batch.score import ScoreOptions, output_root, run_score
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--end", type=parse_date, required=True, help="last date, inclusive")
     _job_options(backfill)
     skew.add_parser(sub)
+    daily.add_parser(sub, parse_date)
     return parser
 
 
@@ -90,6 +91,8 @@ def _main(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.command == "skew":
         return skew.main(args, settings)
+    if args.command == "daily":
+        return daily.main(args, settings)
     data = settings.data_dir
     if args.command == "aggregates":
         rows = backfill_windows(data / "transactions.parquet", data / "user_txn_windows.parquet")

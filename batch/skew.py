@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pandas as pd
 from feast import FeatureService, FeatureStore
 from feast.feature_logging import LOG_TIMESTAMP_FIELD
 
+from batch.entities import day_bounds
 from batch.pit import literal
 from core.cli import UserError
 from core.contract import ENTITY_KEYS, REQUEST_FIELDS
@@ -75,22 +77,29 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     drift = compare(store, service, logged)
     print(format_table(drift, len(logged)))
     out = args.json or logs.resolve().parent / "skew.json"
-    report = {"logs": str(logs), "rows": len(logged), "features": [_json(d) for d in drift]}
+    report = {"logs": str(logs), "rows": len(logged), "features": [as_json(d) for d in drift]}
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {out}")
     worst = max((d.share_differing for d in drift), default=0.0)
     return 1 if args.fail_above is not None and worst > args.fail_above else 0
 
 
-def read_sample(logs: Path, rows: int, seed: int) -> pd.DataFrame:
-    """A reproducible sample of logged rows."""
+def read_sample(logs: Path, rows: int, seed: int, day: date | None = None) -> pd.DataFrame:
+    """A reproducible sample of logged rows (of one UTC ``day``'s requests, if given)."""
     files = sorted(logs.rglob("*.parquet"))
     if not files:
         raise UserError(f"no feature logs (*.parquet) under {logs}")
     paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
     con = connect()
+    where = ""
+    if day is not None:
+        start, end = day_bounds(day)
+        where = (
+            f" WHERE {LOG_TIMESTAMP_FIELD} >= {literal(start)}"
+            f" AND {LOG_TIMESTAMP_FIELD} < {literal(end)}"
+        )
     sql = (
-        f"SELECT * FROM read_parquet({paths}, union_by_name = true)"
+        f"SELECT * FROM read_parquet({paths}, union_by_name = true){where}"
         f" USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE ({int(seed)})"
     )
     frame = con.sql(sql).df()
@@ -138,7 +147,7 @@ def _mean(values: np.ndarray) -> float | None:
     return float(present.mean()) if present.size else None
 
 
-def _json(d: FeatureDrift) -> dict[str, Any]:
+def as_json(d: FeatureDrift) -> dict[str, Any]:
     return asdict(d) | {"share_differing": d.share_differing}
 
 
