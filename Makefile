@@ -43,7 +43,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
 
-services-up: install ## Start (or reuse) Redis and a single-node KRaft Kafka broker
+services-up: install ## Start (or reuse) Redis and a KRaft Kafka broker (KAFKA_BROKERS=3: a 3-broker cluster)
 	$(BIN)/python -m devservices up
 
 services-down: install ## Stop only what services-up started
@@ -84,8 +84,8 @@ batch-backfill: install ## Score START..END in order, skipping finished dates (d
 	$(BIN)/python -m batch backfill --start $(or $(START),$(shell date -u -d '7 days ago' +%F)) \
 		--end $(or $(END),$(shell date -u -d yesterday +%F))
 
-bench-batch: services-up data apply train ## Batch benchmark: our job vs Feast retrieval (ROWS=1000000 by default)
-	flock /tmp/bench.lock $(BIN)/python -m bench.bench_batch $(if $(ROWS),--rows $(ROWS))
+bench-batch: services-up data apply train ## Batch benchmark: our job vs Feast retrieval (ROWS=1000000 by default; ENGINE=spark adds Spark)
+	flock /tmp/bench.lock $(BIN)/python -m bench.bench_batch $(if $(ROWS),--rows $(ROWS)) $(if $(ENGINE),--engine $(ENGINE))
 
 serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVING_PORT (8000)
 	$(BIN)/python -m serving

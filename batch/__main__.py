@@ -38,9 +38,9 @@ def yesterday() -> date:
 def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
-        choices=("duckdb", "feast"),
-        help="point-in-time join: our DuckDB ASOF join, or Feast's get_historical_features"
-        " (default: duckdb when the offline store reads parquet)",
+        choices=("duckdb", "feast", "spark"),
+        help="point-in-time join: our DuckDB ASOF join, Feast's get_historical_features, or"
+        " the whole job on Spark (default: BATCH_ENGINE, else duckdb for parquet sources)",
     )
     parser.add_argument("--publish", action="store_true", help="write latest scores online")
     parser.add_argument("--chunk-rows", type=positive_int, help="rows per chunk (default 250000)")
@@ -78,7 +78,7 @@ def _options(args: argparse.Namespace, settings: Settings, day: date) -> ScoreOp
     return ScoreOptions(
         day=day,
         entities=getattr(args, "entities", None),
-        engine=args.engine,
+        engine=args.engine or settings.batch_engine,
         publish=args.publish,
         limit=getattr(args, "limit", None),
         dry_run=getattr(args, "dry_run", False),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from feast import FeatureService, FeatureStore, FileSource
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
 from core.cli import UserError
 from core.plan import OnDemandRead, StoredRead, plan_service
@@ -52,7 +53,8 @@ def build_plan(store: FeatureStore, service: FeatureService) -> RetrievalPlan:
 def _view_spec(read: StoredRead) -> ViewSpec:
     view, name, features = read.view, read.name, read.features
     source = view.batch_source
-    if not isinstance(source, FileSource) or not source.path.endswith(".parquet"):
+    path = parquet_path(source)
+    if source is None or path is None:
         raise UserError(
             f"view {name} reads {type(source).__name__}, not a parquet file: use --engine feast"
         )
@@ -61,7 +63,7 @@ def _view_spec(read: StoredRead) -> ViewSpec:
     mapping = {feature: column for column, feature in source.field_mapping.items()}
     return ViewSpec(
         name=name,
-        path=source.path,
+        path=path,
         join_keys=tuple(e.name for e in view.entity_columns),
         timestamp_field=source.timestamp_field,
         created_timestamp_column=source.created_timestamp_column or None,
@@ -70,6 +72,16 @@ def _view_spec(read: StoredRead) -> ViewSpec:
         field_mapping=tuple((mapping.get(f, f), f) for f in features),
         dtypes=tuple((f.name, str(f.dtype)) for f in view.features if f.name in features),
     )
+
+
+def parquet_path(source: object) -> str | None:
+    """Where a view's parquet data is: a FileSource, or (feature_store.spark.yaml) a
+    SparkSource over parquet files, both defined by the one ``features.py``."""
+    if isinstance(source, FileSource) and source.path.endswith(".parquet"):
+        return str(source.path)
+    if isinstance(source, SparkSource) and source.file_format == "parquet" and source.path:
+        return str(source.path)
+    return None
 
 
 def supports_duckdb(store: FeatureStore) -> bool:

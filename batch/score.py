@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -40,9 +40,10 @@ from core.settings import Settings
 from core.store import feature_service, open_store
 
 log = logging.getLogger(__name__)
-Engine = Literal["duckdb", "feast"]
+Engine = Literal["duckdb", "feast", "spark"]
 CHUNK_KEY = ENTITY_KEYS[0]  # the user: the key with the most feature rows per entity row
 BINS = 10
+NO_ROWS = DaySelection(0, None, None)
 SCORE_SCHEMA = pa.schema(
     [
         (ID, pa.string()),
@@ -111,21 +112,41 @@ def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
     service = feature_service(store)
     predictor = Predictor.load(settings.model_path, service)
     engine = resolve_engine(store, opts.engine)
-    plan = build_plan(store, service) if engine == "duckdb" else None
-
-    con = connect()
+    plan = build_plan(store, service) if engine != "feast" else None
     source = storage.as_location(
         opts.entities or settings.batch_transactions or settings.data_dir / "transactions.parquet"
     )
+    job = Job(store, service, plan, predictor, connect(), NO_ROWS, 1, run_id, scored_at, None)
+    if engine == "spark":
+        from batch.spark_job import run_spark  # pyspark: the optional extra `spark`
+
+        job, results, workers = run_spark(settings, opts, job, source, root)
+    else:
+        job, results, workers = _run_here(opts, job, engine, source, root)
+
+    duration = time.monotonic() - started
+    manifest = build_manifest(job, opts, engine, source, results, duration, workers)
+    if (staging := job.staging) is not None:
+        manifest = staging.commit(manifest)
+        if opts.publish:
+            manifest["published_users"] = publish_scores(store, root, opts.day)
+            output.write_manifest(staging.partition, manifest)
+    return manifest
+
+
+def _run_here(
+    opts: ScoreOptions, job: Job, engine: Engine, source: str, root: str
+) -> tuple[Job, list[ChunkResult], int]:
+    """Select, check and score the day in this process (DuckDB, or Feast's retrieval)."""
+    con, plan = job.con, job.plan
     storage.attach(con, *[view.path for view in (plan.views if plan else ())])  # s3:// sources
     selection = define_entities(con, source, opts.day, opts.limit)
     if plan is not None and selection.first is not None and selection.last is not None:
         validate.feature_sources(con, plan, selection.first, selection.last)
     chunks = max(1, math.ceil(selection.rows / opts.chunk_rows))
     workers = 1 if engine == "feast" else min(opts.workers or os.cpu_count() or 1, chunks)
-    staging = None if opts.dry_run else output.begin(root, opts.day, run_id)
-    job = Job(store, service, plan, predictor, con, selection, chunks, run_id, scored_at, staging)
-
+    staging = None if opts.dry_run else output.begin(root, opts.day, job.run_id)
+    job = replace(job, selection=selection, chunks=chunks, staging=staging)
     log.info(
         "scoring %s: %d rows from %s, %d chunk(s) on %d worker(s), engine %s, model %s",
         opts.day,
@@ -134,7 +155,7 @@ def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
         chunks,
         workers,
         engine,
-        predictor.version,
+        job.predictor.version,
     )
     results: list[ChunkResult] = []
     if selection.rows:
@@ -144,18 +165,12 @@ def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
                 results.append(result)
                 progress.update(result.rows)
         progress.close()
-
-    duration = time.monotonic() - started
-    manifest = build_manifest(job, opts, engine, source, results, duration, workers)
-    if staging is not None:
-        manifest = staging.commit(manifest)
-        if opts.publish:
-            manifest["published_users"] = publish_scores(store, root, opts.day)
-            output.write_manifest(staging.partition, manifest)
-    return manifest
+    return job, results, workers
 
 
 def resolve_engine(store: FeatureStore, wanted: Engine | None) -> Engine:
+    if wanted == "spark":
+        return "spark"  # any offline store: Spark reads the views' parquet files itself
     if wanted == "feast" or (wanted is None and not supports_duckdb(store)):
         return "feast"
     if not supports_duckdb(store):

@@ -8,8 +8,12 @@ its own process (peak RSS from wait4):
   1. ours: ``python -m batch score`` (retrieve + score + write), rows/s and peak RSS;
   2. Feast ``get_historical_features(service).to_df()`` alone on the same entity rows,
      with the DuckDB offline store and with the file offline store;
-  3. the floor: DuckDB's bare ASOF join of the same rows against the same sources.
-Prints a table with ratios and writes bench/results/batch.json and batch.png.
+  3. the floor: DuckDB's bare ASOF join of the same rows against the same sources;
+  4. with ``--engine spark``: ``python -m batch score --engine spark`` (Spark local mode),
+     its rows/s, the driver's peak RSS (Python driver + JVM, sampled from /proc), the
+     session's start-up time, and its rows compared with ours (mismatches must be 0).
+Prints a table with ratios and writes bench/results/batch.json and batch.png
+(``--engine spark``: bench/results/batch_spark.json).
 
 The data is generated in a child process too: a child's ``ru_maxrss`` from wait4 is
 at least its parent's peak RSS (Linux records the forking mm's high-water mark at
@@ -135,6 +139,112 @@ def probe(kind: str, day: date) -> None:
     print(json.dumps({"seconds": time.perf_counter() - t, "rows": len(table)}))
 
 
+def spark_startup() -> None:
+    """Child-process side: seconds from nothing to a Spark session that ran one task."""
+    t = time.perf_counter()
+    from batch.spark_input import session
+    from core.settings import get_settings
+
+    spark = session(get_settings())
+    spark.range(1).count()
+    print(json.dumps({"seconds": time.perf_counter() - t}))
+    spark.stop()
+
+
+def tree_rss_mb(root: int) -> dict[str, float]:
+    """RSS (MB) of ``root`` and its descendants by role: the Python driver, the JVM (in local
+    mode the driver and the executors), and the executors' Python workers."""
+    parents: dict[int, int] = {}
+    rss: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = dict(
+                line.split(":", 1) for line in (entry / "status").read_text().splitlines()
+            )
+        except (OSError, ValueError):
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(status["PPid"])
+        kb = float(status.get("VmRSS", "0 kB").split()[0])
+        rss[pid] = (status["Name"].strip(), kb / 1024)
+    out = {"driver": 0.0, "jvm": 0.0, "workers": 0.0}
+    for pid, (name, mb) in rss.items():
+        up = pid
+        while up not in (root, 0, 1) and up in parents:
+            up = parents[up]
+        if up != root:
+            continue
+        role = "driver" if pid == root else "jvm" if name == "java" else "workers"
+        out[role] += mb
+    return out
+
+
+def run_spark_job(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, float]:
+    """Run the Spark job; its wall time and peak RSS per role, sampled every 0.2 s."""
+    peak = {"driver": 0.0, "jvm": 0.0, "workers": 0.0, "driver_and_jvm": 0.0}
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL)
+    while proc.poll() is None and time.perf_counter() - started < timeout:
+        now = tree_rss_mb(proc.pid)
+        peak = {k: max(v, now.get(k, now["driver"] + now["jvm"])) for k, v in peak.items()}
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+    if proc.wait():
+        raise RuntimeError(f"{' '.join(argv[1:])} exited {proc.returncode}")
+    return peak | {"wall": time.perf_counter() - started}
+
+
+def spark_vs_ours(day: date) -> int:
+    """Rows of the Spark engine's partition that differ from ours (DuckDB engine): missing
+    or extra transactions, or a score more than 1e-9 apart, or another key column."""
+    import pandas as pd
+
+    def rows(root: Path) -> pd.DataFrame:
+        files = sorted((root / f"date={day}").glob("part-*.parquet"))
+        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return frame.drop(columns=["run_id", "scored_at"]).set_index("transaction_id")
+
+    ours, spark = rows(WORKSPACE / "data" / "scores"), rows(WORKSPACE / "scores-spark")
+    both = ours.join(spark, how="outer", lsuffix="_d", rsuffix="_s")
+    bad = both.score_d.isna() | both.score_s.isna() | ((both.score_d - both.score_s).abs() > 1e-9)
+    for col in ("user_id", "merchant_id", "event_timestamp", "model_version"):
+        bad |= both[f"{col}_d"] != both[f"{col}_s"]
+    return int(bad.sum())
+
+
+def measure_spark(day: date, env: dict[str, str], out: dict[str, Any], timeout: float) -> None:
+    me = [sys.executable, "-m", "bench.bench_batch"]
+    env = env | {"SPARK_CONF": env.get("SPARK_CONF", '{"spark.driver.memory": "768m"}')}
+    print("spark: start-up")
+    _, _, text = run_measured([*me, "_spark_startup"], env, timeout)
+    out["spark_startup_s"] = json.loads(text.strip().splitlines()[-1])["seconds"]
+    print("spark: python -m batch score --engine spark")
+    argv = [sys.executable, "-m", "batch", "score", "--engine", "spark", "--date", str(day)]
+    peak = run_spark_job([*argv, "--output", str(WORKSPACE / "scores-spark")], env, timeout)
+    manifest = json.loads(
+        (WORKSPACE / "scores-spark" / f"date={day}" / "_manifest.json").read_text()
+    )
+    n = manifest["rows_out"]
+    out |= {
+        "spark_seconds": manifest["duration_s"],
+        "spark_rows_per_s": n / manifest["duration_s"],
+        "spark_wall_seconds": peak["wall"],
+        "spark_wall_rows_per_s": n / peak["wall"],
+        "spark_driver_peak_rss_mb": peak["driver_and_jvm"],
+        "spark_python_driver_peak_rss_mb": peak["driver"],
+        "spark_jvm_peak_rss_mb": peak["jvm"],
+        "spark_python_workers_peak_rss_mb": peak["workers"],
+        "spark_partitions": manifest["chunks"],
+        "spark_cores": manifest["workers"],
+        "spark_vs_duckdb_mismatches": spark_vs_ours(day),
+        "spark_note": f"local mode on {os.cpu_count()} cores: a plumbing and correctness proof,"
+        " not a speed claim",
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     day = datetime.now(timezone.utc).date() - timedelta(days=1)
     print(f"preparing {args.rows:,} transactions on {day} in {WORKSPACE}")
@@ -151,7 +261,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     print("ours: python -m batch score")
-    argv = [sys.executable, "-m", "batch", "score", "--date", day.isoformat()]
+    argv = [sys.executable, "-m", "batch", "score", "--engine", "duckdb", "--date", str(day)]
     wall, rss, _ = run_measured(argv, env, args.timeout)
     manifest = json.loads(
         (WORKSPACE / "data" / "scores" / f"date={day}" / "_manifest.json").read_text()
@@ -200,6 +310,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 f"{kind}_seconds": None,
             }
             out[f"{kind}_error"] = str(exc)
+    if args.engine == "spark":
+        measure_spark(day, env, out, args.timeout)
     return out
 
 
@@ -224,12 +336,30 @@ def report(out: dict[str, Any]) -> None:
         f"\n{out['rows']:,} entity rows on {out['day']}, {out['cores']} cores,"
         f" harness peak RSS {out['harness_peak_rss_mb']:,.0f} MB (a floor of every peak)"
     )
+    if "spark_rows_per_s" in out:
+        rows += [
+            ("Spark engine (job, local mode)", out["spark_rows_per_s"], None),
+            ("Spark incl. process start", out["spark_wall_rows_per_s"], None),
+        ]
     print(f"{'':34} {'rows/s':>12} {'peak RSS MB':>12} {'vs Feast DuckDB':>16}")
     for name, rate, rss in rows:
         ratio = f"{rate / base:.2f}x" if rate and base else "-"
         rate_s = f"{rate:,.0f}" if rate else "-"
         rss_s = f"{rss:,.0f}" if rss else "-"
         print(f"{name:34} {rate_s:>12} {rss_s:>12} {ratio:>16}")
+    if "spark_rows_per_s" in out:
+        spark_footnote(out)
+
+
+def spark_footnote(out: dict[str, Any]) -> None:
+    workers = out["spark_python_workers_peak_rss_mb"]
+    print(
+        f"Spark: driver peak RSS {out['spark_driver_peak_rss_mb']:,.0f} MB (Python driver"
+        f" {out['spark_python_driver_peak_rss_mb']:,.0f} + JVM; in local mode the JVM also runs"
+        f" the executors, whose Python workers took {workers:,.0f} MB more);"
+        f" start-up {out['spark_startup_s']:.1f} s; {out['spark_vs_duckdb_mismatches']} rows"
+        f" differ from ours.\n{out['spark_note']}."
+    )
 
 
 def chart(out: dict[str, Any], path: Path) -> None:
@@ -240,12 +370,17 @@ def chart(out: dict[str, Any], path: Path) -> None:
 
     names = ["ours", "Feast DuckDB", "Feast file", "DuckDB ASOF"]
     keys = ["ours", "feast_duckdb", "feast_file", "duckdb_asof"]
+    if "spark_rows_per_s" in out:
+        names, keys = [*names, "Spark (local)"], [*keys, "spark"]
+        out = out | {"spark_peak_rss_mb": out["spark_driver_peak_rss_mb"]}
     rates = [out.get(f"{k}_rows_per_s") or 0 for k in keys]
     rss = [out.get(f"{k}_peak_rss_mb") or 0 for k in keys]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].bar(names, [r / 1000 for r in rates], color=["C2", "C0", "C1", "C7"])
+    axes[0].bar(
+        names, [r / 1000 for r in rates], color=["C2", "C0", "C1", "C7", "C3"][: len(names)]
+    )
     axes[0].set(title=f"Throughput, {out['rows']:,} rows (k rows/s)", ylabel="k rows/s")
-    axes[1].bar(names, rss, color=["C2", "C0", "C1", "C7"])
+    axes[1].bar(names, rss, color=["C2", "C0", "C1", "C7", "C3"][: len(names)])
     axes[1].set(title="Peak RSS (MB)", ylabel="MB")
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=15)
@@ -257,6 +392,9 @@ def chart(out: dict[str, Any], path: Path) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_probe":
         probe(sys.argv[2], date.fromisoformat(sys.argv[3]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_spark_startup":
+        spark_startup()
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_prepare":
         prepare(int(sys.argv[2]), date.fromisoformat(sys.argv[3]))
@@ -275,15 +413,19 @@ def main() -> None:
         help="skip Feast's DuckDB retrieval above (it took 6.6 GB at 1M rows)",
     )
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument(
+        "--engine", choices=("duckdb", "spark"), default="duckdb", help="spark: add its rows"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the workspace (GBs at 10M rows)")
     args = parser.parse_args()
     out = measure(args)
     report(out)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.rows == 1_000_000 else f"-{args.rows}"
-    (RESULTS / f"batch{suffix}.json").write_text(json.dumps(out, indent=2) + "\n")
-    chart(out, RESULTS / f"batch{suffix}.png")
-    print(f"\nwrote {RESULTS / f'batch{suffix}.json'} and .png")
+    name = f"batch{'_spark' if args.engine == 'spark' else ''}{suffix}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    chart(out, RESULTS / f"{name}.png")
+    print(f"\nwrote {RESULTS / f'{name}.json'} and .png")
     if not args.keep:
         shutil.rmtree(WORKSPACE, ignore_errors=True)
 

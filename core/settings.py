@@ -46,6 +46,23 @@ class Settings(BaseSettings):
         default=None, gt=0, description="set where replicas > 1; default replicas - 1"
     )
     kafka_cache_dir: Path = Field(default=Path.home() / ".cache" / "fraud-scoring" / "kafka")
+    # --- batch on Spark (batch.spark_input) -------------------------------------------------
+    batch_engine: Literal["duckdb", "feast", "spark"] | None = Field(
+        default=None, description="the job's engine when --engine is not given (None: duckdb)"
+    )
+    spark_master: str | None = Field(
+        default=None,
+        description="e.g. yarn, k8s://https://HOST:443; None: local[*] or spark-submit's",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON, e.g. {"spark.executor.memory": "4g"}; over the job\'s defaults',
+    )
+    feast_source: Literal["file", "spark"] = Field(
+        default="file",
+        description="the source class feature_repo/features.py defines: spark for"
+        " feature_store.spark.yaml's Spark offline store",
+    )
     model_dir: Path | None = Field(default=None, description="default: <data dir>/model")
     services_dir: Path = Field(
         default=PROJECT_ROOT / ".services", description="pid files and logs of started services"

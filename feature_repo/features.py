@@ -18,15 +18,30 @@ from feast import (
     RequestSource,
     ValueType,
 )
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 
 from core import contract
 from core.aggregations import SECS_SINCE_LAST, WINDOWS
+from core.settings import Settings
 
 # Absolute paths, as `feast init` writes them: Feast's DuckDB offline store reads a relative
 # FileSource path against the working directory, not the repo (feast 0.67).
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def parquet_source(name: str, file: str, created: str | None = None) -> FileSource | SparkSource:
+    """A parquet file as the configured offline store reads it: FEAST_SOURCE=spark gives the
+    SparkSource that ``feature_store.spark.yaml``'s Spark store needs, else a FileSource."""
+    columns: dict[str, Any] = {"timestamp_field": "event_timestamp"}
+    if created:
+        columns["created_timestamp_column"] = created
+    path = str(DATA_DIR / file)
+    if Settings().feast_source == "spark":
+        return SparkSource(name=name, path=path, file_format="parquet", **columns)
+    return FileSource(name=name, path=path, **columns)
+
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
 merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.INT64)
@@ -43,12 +58,7 @@ user_profile = FeatureView(
         Field(name="txn_count_30d", dtype=Int64),
         Field(name="home_country", dtype=String),
     ],
-    source=FileSource(
-        name="user_profile_source",
-        path=str(DATA_DIR / "user_profile.parquet"),
-        timestamp_field="event_timestamp",
-        created_timestamp_column="created_timestamp",
-    ),
+    source=parquet_source("user_profile_source", "user_profile.parquet", "created_timestamp"),
     description="Daily user snapshot at 00:00 UTC, from transactions before that midnight.",
 )
 
@@ -60,11 +70,8 @@ merchant_profile = FeatureView(
         Field(name="risk_score", dtype=Float64),
         Field(name="is_high_risk_mcc", dtype=Int64),
     ],
-    source=FileSource(
-        name="merchant_profile_source",
-        path=str(DATA_DIR / "merchant_profile.parquet"),
-        timestamp_field="event_timestamp",
-        created_timestamp_column="created_timestamp",
+    source=parquet_source(
+        "merchant_profile_source", "merchant_profile.parquet", "created_timestamp"
     ),
     description="Daily merchant risk snapshot.",
 )
@@ -80,11 +87,7 @@ user_txn_windows = FeatureView(
     source=PushSource(
         name=contract.WINDOWS_PUSH_SOURCE,
         # History computed offline by `python -m batch aggregates` from core.aggregations.
-        batch_source=FileSource(
-            name="user_txn_windows_source",
-            path=str(DATA_DIR / "user_txn_windows.parquet"),
-            timestamp_field="event_timestamp",
-        ),
+        batch_source=parquet_source("user_txn_windows_source", "user_txn_windows.parquet"),
     ),
     description="Per-user trailing windows as of each transaction (the stream keeps them fresh).",
 )
