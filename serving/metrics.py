@@ -100,8 +100,6 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("serving_errors", "Error responses by kind", ["kind"], registry=r)
-        for kind in ("overloaded", "online_store_unavailable"):  # the 503s alerts divide by
-            self.errors.labels(kind)
         self.extra_fields = Counter(
             "serving_extra_fields",
             "Request fields the schema does not know, ignored (SERVING_EXTRA_FIELDS=ignore)",

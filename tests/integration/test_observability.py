@@ -152,8 +152,8 @@ def test_dashboard_and_rules_name_only_metrics_the_api_and_the_stream_export(
         api_process(api_env, tmp_path / "serving.log") as api,
     ):
         unknown = SAMPLE_REQUEST | {"user_id": 10**13}  # missing features: counted
-        for body in (SAMPLE_REQUEST, unknown):
-            assert httpx.post(f"{api}/v1/predict", json=body, timeout=10).status_code == 200
+        for body, status in ((SAMPLE_REQUEST, 200), (unknown, 200), ({"user_id": "x"}, 422)):
+            assert httpx.post(f"{api}/v1/predict", json=body, timeout=10).status_code == status
         output = batch.communicate(timeout=TIMEOUT_S)[0].decode()
         assert batch.returncode == 0, output
         api_samples = scrape(f"{api}/metrics")
