@@ -6,6 +6,7 @@ never mix."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shlex
 from importlib.metadata import distribution
@@ -225,3 +226,15 @@ def test_prometheus_and_grafana_are_provisioned_from_the_repo() -> None:
         t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
     }
     assert {"serving:8000", "streaming:8001"} <= targets
+
+
+def test_every_dashboard_panel_reads_the_provisioned_data_source() -> None:
+    grafana = PROJECT_ROOT / "deploy/grafana"
+    sources = yaml.safe_load((grafana / "provisioning/datasources/prometheus.yml").read_text())
+    uids = {s["uid"] for s in sources["datasources"]}
+    dashboard = json.loads((grafana / "dashboards/fraud-scoring.json").read_text())
+    queries = [t for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(queries) >= 20
+    assert {t["datasource"]["uid"] for t in queries} <= uids
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
