@@ -245,8 +245,8 @@ def read_day(root: str | Path, day: date, columns: list[str] | None = None) -> p
         resolved = resolve(root, day)
         if resolved is None:
             return None
-        if not resolved.files:
-            return None if columns is None else pa.table({c: [] for c in columns})
+        if not resolved.files:  # an empty day: committed, with no rows
+            return pa.table({c: pa.array([], pa.null()) for c in columns or []})
         try:
             return storage.dataset(resolved.files).to_table(columns=columns)
         except FileNotFoundError:

@@ -14,10 +14,12 @@ at all, and that is the only atomic step ``batch.output`` relies on there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import duckdb
@@ -70,7 +72,14 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
 def _s3(endpoint_url: str | None, region_name: str) -> pafs.S3FileSystem:
     for key, value in _CHECKSUM_ENV.items():
         os.environ.setdefault(key, value)
-    options: dict[str, object] = {"region": region_name, "allow_bucket_creation": True}
+    # The SDK's default 3 s stall limit cut reads short on a loaded box; a slow store is not
+    # a dead one.
+    options: dict[str, object] = {
+        "region": region_name,
+        "allow_bucket_creation": True,
+        "connect_timeout": 10,
+        "request_timeout": 60,
+    }
     if endpoint_url:
         parsed = urlparse(endpoint_url if "://" in endpoint_url else f"https://{endpoint_url}")
         options |= {"endpoint_override": parsed.netloc, "scheme": parsed.scheme}
@@ -137,6 +146,15 @@ def delete_dir(location: str) -> None:
         fs.delete_dir(path)
 
 
+def delete_tree(location: str) -> None:
+    """Delete every file under ``location``, one by one (some S3-compatible servers take
+    minutes over a nested prefix deleted at once)."""
+    fs, _ = filesystem(location)
+    for found in list_files(location, recursive=True):
+        with contextlib.suppress(FileNotFoundError):  # the file went; pyarrow's parent check
+            fs.delete_file(filesystem(found)[1])
+
+
 def dataset(files: list[str] | str, file_format: str = "parquet") -> ds.Dataset:
     """An Arrow dataset over one location or a list of files in one store; DuckDB scans it."""
     first = files if isinstance(files, str) else files[0]
@@ -150,9 +168,31 @@ def attach(con: duckdb.DuckDBPyConnection, *locations: str) -> None:
     client, if any of ``locations`` is there: DuckDB's own httpfs would be downloaded."""
     if not any(is_s3(location) for location in locations) or "s3" in con.list_filesystems():
         return
-    from fsspec.implementations.arrow import ArrowFSWrapper  # 0.3 s import: only when needed
+    con.register_filesystem(_duckdb_filesystem(_s3(endpoint(), region())))
 
-    con.register_filesystem(ArrowFSWrapper(_s3(endpoint(), region())))
+
+def _duckdb_filesystem(fs: pafs.FileSystem) -> Any:
+    """pyarrow's client as the fsspec filesystem DuckDB takes, with reads made whole: an S3
+    body cut off mid-transfer reads short, and DuckDB treats a short read as an error."""
+    from fsspec.implementations.arrow import ArrowFile, ArrowFSWrapper  # 0.3 s: only if used
+
+    class WholeReads(ArrowFile):
+        def read(self, length: int = -1) -> bytes:
+            data: bytes = self.stream.read(length)
+            while 0 <= len(data) < length:
+                more = self.stream.read(length - len(data))
+                if not more:
+                    break
+                data += more
+            return data
+
+    class Wrapper(ArrowFSWrapper):
+        def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+            if mode != "rb":
+                return super()._open(path, mode, **kwargs)
+            return WholeReads(self, fs.open_input_file(path), path, mode)
+
+    return Wrapper(fs)
 
 
 def spark_s3a_conf() -> dict[str, str]:

@@ -67,3 +67,35 @@ def test_unwritable_output_is_a_user_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(UserError, match="not writable"):
         output.check_writable(blocker / "scores")
+
+
+def test_a_stage_commits_and_readers_resolve_it_through_the_manifest(tmp_path: Path) -> None:
+    stage = output.begin(tmp_path, DAY, "r1")
+    assert output.resolve(tmp_path, DAY) is None  # nothing visible before the commit
+    stage.write_table("part-00000.parquet", pa.table({"x": [1, 2]}))
+    stage.write_table("part-00001.parquet", pa.table({"x": [3]}))
+    assert stage.written() == ["part-00000.parquet", "part-00001.parquet"]
+    files = [{"name": n, "rows": r} for n, r in zip(stage.written(), (2, 1), strict=True)]
+    stage.commit({"status": "complete", "run_id": "r1", "rows_out": 3, "files": files})
+    resolved = output.resolve(tmp_path, DAY)
+    assert resolved is not None and resolved.manifest["run_id"] == "r1"
+    assert resolved.files == [str(output.partition_dir(tmp_path, DAY) / f["name"]) for f in files]
+    table = output.read_day(tmp_path, DAY)
+    assert table is not None and table["x"].to_pylist() == [1, 2, 3]
+    assert [p.name for p in tmp_path.iterdir()] == [f"date={DAY}"]
+
+
+def test_an_empty_day_resolves_to_no_rows_and_a_missing_day_to_none(tmp_path: Path) -> None:
+    stage = output.begin(tmp_path, DAY, "r1")
+    stage.commit({"status": "complete", "run_id": "r1", "rows_out": 0, "files": []})
+    table = output.read_day(tmp_path, DAY)
+    assert table is not None and table.num_rows == 0
+    assert output.is_complete(output.partition(tmp_path, DAY))
+    assert output.read_day(tmp_path, date(2025, 3, 2)) is None
+
+
+def test_object_store_manifests_name_their_runs() -> None:
+    manifest = {"files": [{"name": "run=b/part-1.parquet"}, {"name": "run=a/part-0.parquet"}]}
+    assert output._runs_named(manifest) == ["a", "b"]
+    assert output._runs_named({"files": [{"name": "part-0.parquet"}]}) == []  # a local day
+    assert output._runs_named(None) == []
