@@ -5,11 +5,14 @@ process of a Bytewax cluster serves."""
 from __future__ import annotations
 
 import logging
+import socket
+import sys
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from streaming.metrics import REASONS, BulkHistogram, StreamMetrics, process_id
+from streaming.metrics import REASONS, BulkHistogram, StreamMetrics, process_id, serve
 
 VALUES = [0.0, 0.05, 0.1, 0.1000001, 0.33, 0.95, 1.0, 1.5]  # on, between and past the bounds
 
@@ -72,3 +75,31 @@ def test_process_id_is_found_as_bytewax_run_finds_it(
     argv: list[str], env: dict[str, str], expected: int
 ) -> None:
     assert process_id(argv, env) == expected
+
+
+def _free_pair() -> int:
+    """A port free together with the next one."""
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two adjacent free ports")
+
+
+def test_process_i_serves_port_plus_i_and_a_taken_port_is_only_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = _free_pair()
+    monkeypatch.setattr(sys, "argv", ["bytewax/run.py", "flow", "-i", "1", "-a", "a:1;b:2"])
+    assert serve("127.0.0.1", base) == base + 1
+    answer = httpx.get(f"http://127.0.0.1:{base + 1}/metrics", timeout=5)
+    assert answer.status_code == 200 and "python_info" in answer.text
+    with caplog.at_level(logging.WARNING, logger="streaming.metrics"):
+        assert serve("127.0.0.1", base) is None  # taken: the flow goes on scoring
+    assert f"stream metrics not served on 127.0.0.1:{base + 1}" in caplog.text
+    assert serve("127.0.0.1", 0) is None  # off
