@@ -22,6 +22,7 @@ from . import (
     stop_kafka,
     stop_online_store,
 )
+from .promtool import ensure_promtool
 from .s3proxy import endpoint_url, ensure_s3proxy, s3proxy_is_up, s3proxy_status, stop_s3proxy
 
 
@@ -94,7 +95,17 @@ def _handle(args: argparse.Namespace) -> int:
     if args.command == "down":
         names.reverse()  # Kafka first, mirroring `up`
     _run(args.command, names)
+    if args.command == "up" and not args.only:
+        _promtool()
     return 0
+
+
+def _promtool() -> None:
+    """promtool for the alert-rule tests, fetched with the services (not needed to run them)."""
+    try:
+        print(f"promtool: {ensure_promtool(get_settings())}")
+    except ServiceError as exc:
+        print(f"promtool: not available ({exc}); tests/integration/test_observability.py needs it")
 
 
 def main(argv: list[str] | None = None) -> int:
