@@ -32,7 +32,7 @@ from serving.online import (
     OnlineStoreUnavailable,
     redis_client,
 )
-from serving.schemas import ErrorResponse
+from serving.schemas import ErrorResponse, forbid_extra_properties
 from serving.shed import LoadShedder
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LoadShedder, limit=settings.serving_max_in_flight, metrics=metrics)
     _error_handlers(app, metrics)
     _include_routers(app, settings)
+    if settings.serving_extra_fields == "reject":
+        app.openapi = functools.partial(forbid_extra_properties, app.openapi)  # type: ignore[method-assign]
     return app
 
 

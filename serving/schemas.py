@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from fastapi.exceptions import RequestValidationError
@@ -120,3 +120,15 @@ class ReloadResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+def forbid_extra_properties(openapi: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI document under SERVING_EXTRA_FIELDS=reject: the request bodies say
+    ``additionalProperties: false``, as the API then answers (FastAPI caches the document,
+    so this edits it once, in place)."""
+    document = openapi()
+    components = document.get("components", {}).get("schemas", {})
+    for model in (PredictRequest, PredictManyRequest):
+        if model.__name__ in components:
+            components[model.__name__]["additionalProperties"] = False
+    return document

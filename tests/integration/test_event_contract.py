@@ -4,8 +4,9 @@ letters that say where their original is, and the caller's request id kept."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -22,16 +23,25 @@ pytestmark = pytest.mark.integration
 
 EXTRA = {"merchant_category": "5411", "device": {"os": "ios"}}  # what a producer might add
 BAD = b'{"transaction_id": "bad-1", "user_id": '  # truncated: a dead letter of every policy
+POLICIES = ("ignore", "dead_letter")  # STREAM_EXTRA_FIELDS
+REQUEST_MODELS = ("PredictRequest", "PredictManyRequest")
 
 
-def run_stream(stack: Stack, policy: str) -> tuple[Topics, list[str], dict[str, Any]]:
-    """A short real stream with one event carrying unknown fields and one broken message;
-    returns the topics, the scored transaction ids and the extra-field event's id."""
+@dataclass(frozen=True)
+class StreamRun:
+    topics: Topics
+    scored: list[str]  # transaction ids
+    extra_id: str  # the event with unknown fields
+
+
+def start_stream(stack: Stack, policy: str) -> tuple[Topics, list[str], str]:
+    """Topics holding a short stream with one event carrying unknown fields and one broken
+    message; returns them, the plain events' ids and the extra-field event's id."""
     events = recent_events(stack.settings, users=100, hours=4, end=datetime.now(timezone.utc))
     assert len(events) >= 10
     last = {str(k): v for k, v in events.iloc[-1].to_dict().items()}
     extra = last | {
-        "transaction_id": f"extra-{policy}",
+        "transaction_id": f"extra-{policy}-{last['transaction_id']}",
         "event_timestamp": last["event_timestamp"] + timedelta(seconds=1),
     }
     (key, value), *_ = encoded(pd.DataFrame([extra]))
@@ -39,28 +49,47 @@ def run_stream(stack: Stack, policy: str) -> tuple[Topics, list[str], dict[str, 
     topics = Topics.created("contract", stack.settings.kafka_bootstrap_servers, 2)
     items = [*encoded(events), (key, with_extra), (key, BAD)]
     produce(stack.settings.kafka_bootstrap_servers, topics.transactions, items, 2)
-    out = run_flow(stack.env | topics.env() | {"STREAM_EXTRA_FIELDS": policy})
-    assert out.returncode == 0, out.stdout + out.stderr
-    got = scores(stack.settings.kafka_bootstrap_servers, topics.scores)
-    ids = sorted(str(t) for t in got.transaction_id)
-    assert set(events.transaction_id) <= set(ids), "every plain event is scored"
-    return topics, ids, extra
+    return topics, [str(t) for t in events.transaction_id], str(extra["transaction_id"])
+
+
+def policy_env(policy: str) -> dict[str, str]:
+    return {"STREAM_EXTRA_FIELDS": policy, "STREAM_METRICS_PORT": "0"}  # two flows, no port
+
+
+@pytest.fixture(scope="module")
+def streams(ready: Stack) -> dict[str, StreamRun]:
+    """Each policy's flow over its own topics, both flows at once (each mostly starts up)."""
+    started = {policy: start_stream(ready, policy) for policy in POLICIES}
+    with ThreadPoolExecutor(len(POLICIES)) as pool:
+        outs = {
+            policy: pool.submit(run_flow, ready.env | topics.env() | policy_env(policy))
+            for policy, (topics, _, _) in started.items()
+        }
+    runs = {}
+    for policy, (topics, plain, extra_id) in started.items():
+        out = outs[policy].result()
+        assert out.returncode == 0, out.stdout + out.stderr
+        got = scores(ready.settings.kafka_bootstrap_servers, topics.scores)
+        scored = sorted(str(t) for t in got.transaction_id)
+        assert set(plain) <= set(scored), "every plain event is scored"
+        runs[policy] = StreamRun(topics, scored, extra_id)
+    return runs
 
 
 def test_an_event_with_unknown_fields_is_scored_and_dead_letters_say_where_from(
-    ready: Stack,
+    ready: Stack, streams: dict[str, StreamRun]
 ) -> None:
     bootstrap = ready.settings.kafka_bootstrap_servers
-    topics, ids, extra = run_stream(ready, "ignore")
-    assert extra["transaction_id"] in ids
-    (letter,) = drain(bootstrap, topics.dlq)
+    run = streams["ignore"]
+    assert run.extra_id in run.scored
+    (letter,) = drain(bootstrap, run.topics.dlq)
     h = letter.headers
     assert h["reason"] == b"bad_json"
-    assert h["source_topic"].decode() == topics.transactions
+    assert h["source_topic"].decode() == run.topics.transactions
     # The original, read again at the partition and offset the headers name.
     originals = [
         m
-        for m in read_topic(bootstrap, topics.transactions)
+        for m in read_topic(bootstrap, run.topics.transactions)
         if m.partition() == int(h["source_partition"]) and m.offset() == int(h["source_offset"])
     ]
     assert len(originals) == 1
@@ -68,14 +97,22 @@ def test_an_event_with_unknown_fields_is_scored_and_dead_letters_say_where_from(
     assert int(h["source_timestamp"]) == originals[0].timestamp()[1]
 
 
-def test_strict_contract_dead_letters_an_event_with_unknown_fields(ready: Stack) -> None:
-    topics, ids, extra = run_stream(ready, "dead_letter")
-    assert extra["transaction_id"] not in ids
-    dead = drain(ready.settings.kafka_bootstrap_servers, topics.dlq)
+def test_strict_contract_dead_letters_an_event_with_unknown_fields(
+    ready: Stack, streams: dict[str, StreamRun]
+) -> None:
+    run = streams["dead_letter"]
+    assert run.extra_id not in run.scored
+    dead = drain(ready.settings.kafka_bootstrap_servers, run.topics.dlq)
     assert sorted(r.headers["reason"] for r in dead) == [b"bad_json", b"schema"]
     schema = next(r for r in dead if r.headers["reason"] == b"schema")
-    assert json.loads(schema.value)["transaction_id"] == extra["transaction_id"]
+    assert json.loads(schema.value)["transaction_id"] == run.extra_id
     assert schema.headers["detail"].decode().startswith(("merchant_category", "device"))
+
+
+def additional_properties(client: TestClient) -> list[object]:
+    """What the OpenAPI document says of unknown fields in the two request bodies."""
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    return [components[m].get("additionalProperties") for m in REQUEST_MODELS]
 
 
 def test_api_ignores_and_counts_unknown_fields_or_refuses_them(ready: Stack) -> None:
@@ -89,6 +126,7 @@ def test_api_ignores_and_counts_unknown_fields_or_refuses_them(ready: Stack) -> 
         assert many.status_code == 200, many.text
         metrics = client.get("/metrics").text
         assert "serving_extra_fields_total 5.0" in metrics.splitlines()  # 2 + 2 + 1
+        assert additional_properties(client) == [True, True]
     strict = ready.settings_with(serving_extra_fields="reject")
     with TestClient(create_app(strict)) as client:
         r = client.post("/v1/predict", json=extra)
@@ -101,6 +139,7 @@ def test_api_ignores_and_counts_unknown_fields_or_refuses_them(ready: Stack) -> 
         assert many.status_code == 422
         assert {tuple(d["loc"][:3]) for d in many.json()["detail"]} == {("body", "records", 1)}
         assert client.post("/v1/predict", json=SAMPLE_REQUEST).status_code == 200
+        assert additional_properties(client) == [False, False]  # the document says so too
 
 
 def test_the_callers_request_id_is_kept(ready: Stack, capsys: pytest.CaptureFixture[str]) -> None:
