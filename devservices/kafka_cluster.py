@@ -162,9 +162,12 @@ def node_properties(node: Node, members: list[Node], data: Path) -> str:
     )
 
 
-def _launch(settings: Settings, node: Node, root: Path, cluster_id: str) -> ServiceHandle:
+def _launch(
+    settings: Settings, node: Node, root: Path, cluster_id: str, wait: bool = True
+) -> ServiceHandle:
     """Start ``node`` over ``root/node-<id>`` (formatted on first use); returns once its
-    controller port listens (its broker needs a quorum of the others to answer)."""
+    controller port listens (its broker needs a quorum of the others to answer), or at once
+    without ``wait`` (nodes started together wait for each other in ``_wait_ready``)."""
     data = root / f"node-{node.node_id}"
     data.mkdir(parents=True, exist_ok=True)
     props = node_properties(node, nodes(settings), data)
@@ -177,7 +180,7 @@ def _launch(settings: Settings, node: Node, root: Path, cluster_id: str) -> Serv
         data,
         node.address,
         settings.services_dir,
-        lambda: tcp_open("127.0.0.1", node.ctrl_port),
+        lambda: not wait or tcp_open("127.0.0.1", node.ctrl_port),
         READY_TIMEOUT_S,
     )
 
@@ -198,8 +201,8 @@ def _check_free(members: list[Node]) -> None:
 
 
 def _wait_ready(settings: Settings, handles: list[ServiceHandle]) -> None:
-    def died() -> bool:
-        return any(h.pid is not None and not pid_alive(h.pid, EXPECT) for h in handles)
+    def died() -> bool:  # gone, not "cmdline lacks EXPECT": a starting JVM may read as empty
+        return any(h.pid is not None and not pid_alive(h.pid, "") for h in handles)
 
     outcome = wait_until(lambda: cluster_is_up(settings), died, READY_TIMEOUT_S, 0.5)
     if outcome != "ready":
@@ -234,7 +237,9 @@ def ensure_cluster(settings: Settings) -> ServiceHandle:
             (root / "cluster.id").write_text(_cluster_id())
         cluster_id = (root / "cluster.id").read_text().strip()
         handles = [
-            _launch(settings, n, root, cluster_id) for n in members if ours[n.node_id] is None
+            _launch(settings, n, root, cluster_id, wait=False)
+            for n in members
+            if ours[n.node_id] is None
         ]
         _wait_ready(settings, handles)
         pid = handles[0].pid if first is None and handles else (first.pid if first else None)
@@ -246,6 +251,12 @@ def node_for(settings: Settings, node_id: int) -> Node:
         if node.node_id == node_id:
             return node
     raise ServiceError(f"no Kafka node {node_id} in KAFKA_BOOTSTRAP_SERVERS")
+
+
+def node_log_dir(settings: Settings, node_id: int) -> Path | None:
+    """The ``log.dirs`` of a node of a cluster we started (None if we did not start it)."""
+    root = _datadir(settings)
+    return None if root is None else root / f"node-{node_for(settings, node_id).node_id}" / "logs"
 
 
 def kill_node(settings: Settings, node_id: int) -> int:
@@ -272,7 +283,7 @@ def start_node(settings: Settings, node_id: int) -> ServiceHandle:
         handle = _launch(settings, node, root, cluster_id)
     outcome = wait_until(
         lambda: node_id in live_brokers(node.address),
-        lambda: handle.pid is not None and not pid_alive(handle.pid, EXPECT),
+        lambda: handle.pid is not None and not pid_alive(handle.pid, ""),
         READY_TIMEOUT_S,
         0.2,
     )

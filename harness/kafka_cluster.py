@@ -5,15 +5,25 @@ restarted broker to be back in sync, handing leadership back, and the gaps betwe
 
 from __future__ import annotations
 
+import re
+import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 
-from confluent_kafka import ElectionType, Message, TopicPartition
+from confluent_kafka import ElectionType, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from core.settings import Settings
-from devservices.kafka_cluster import ensure_kafka, is_cluster, kafka_is_up, stop_kafka
+from devservices.kafka_broker import ensure_jars, find_java
+from devservices.kafka_cluster import (
+    ensure_kafka,
+    is_cluster,
+    kafka_is_up,
+    node_log_dir,
+    stop_kafka,
+)
 from harness.kafka import QUIET
 
 # Where the tests' and proofs' cluster runs unless KAFKA_BOOTSTRAP_SERVERS names one already.
@@ -47,14 +57,26 @@ def leaders(bootstrap: str, topic: str) -> dict[int, int]:
     return {p.id: p.leader for p in meta.partitions.values()}
 
 
-def replication(bootstrap: str, topic: str) -> tuple[int, str]:
-    """(replicas of every partition, the topic's ``min.insync.replicas``)."""
+def replication(bootstrap: str, topic: str, timeout_s: float = 10.0) -> tuple[int, str]:
+    """(replicas of every partition, the topic's ``min.insync.replicas``); -1 replicas if
+    the partitions disagree. Waits up to ``timeout_s`` for a broker whose metadata still
+    trails a creation that just returned (it answers with fewer replicas, or unknown topic)."""
     client = admin(bootstrap)
-    meta = client.list_topics(topic, timeout=10).topics[topic]
-    counts = {len(p.replicas) for p in meta.partitions.values()}
-    (config,) = client.describe_configs([ConfigResource("topic", topic)]).values()
-    min_insync = config.result(timeout=10)["min.insync.replicas"].value
-    return (counts.pop() if len(counts) == 1 else -1), str(min_insync)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            meta = client.list_topics(topic, timeout=10).topics[topic]
+            counts = {len(p.replicas) for p in meta.partitions.values()}
+            (config,) = client.describe_configs([ConfigResource("topic", topic)]).values()
+            min_insync = str(config.result(timeout=10)["min.insync.replicas"].value)
+            if len(counts) == 1 and 0 not in counts:
+                return counts.pop(), min_insync
+            if time.monotonic() > deadline:
+                return -1, min_insync
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def in_sync_everywhere(bootstrap: str, topics: Iterable[str], broker: int) -> bool:
@@ -80,3 +102,20 @@ def longest_gap_s(
     produced them), counting only those in [``after_ms``, ``before_ms``) (epoch ms)."""
     times = sorted(t for m in messages if after_ms <= (t := m.timestamp()[1]) < before_ms)
     return max((b - a for a, b in pairwise(times)), default=0) / 1000
+
+
+def batch_producer_ids(settings: Settings, topic: str, node_id: int = 1) -> list[int]:
+    """The producer id of every record batch of ``topic`` in node ``node_id``'s log, read by
+    Kafka's ``DumpLogSegments``: -1 for a batch of a producer without idempotence. Only for
+    a cluster we started (its data directory is known); empty otherwise."""
+    logs = node_log_dir(settings, node_id)
+    if logs is None:
+        return []
+    segments = sorted(str(f) for f in logs.glob(f"{topic}-*/*.log"))
+    if not segments:
+        return []
+    cmd = [find_java(), "-cp", f"{ensure_jars(settings)}/*", "kafka.tools.DumpLogSegments"]
+    done = subprocess.run(
+        [*cmd, "--files", ",".join(segments)], capture_output=True, text=True, timeout=120
+    )
+    return [int(x) for x in re.findall(r"producerId: (-?\d+)", done.stdout)]

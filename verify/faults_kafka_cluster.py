@@ -13,7 +13,9 @@ Checked: every event produced and scored, none lost or counted twice in the wind
 online store equals the backfill), the flow process never restarted, the longest time
 without a score, and that our producers really wait for all in-sync replicas (``acks=all``):
 a write to a topic needing three in-sync replicas, by the stream's score sink and by
-``fraud-produce``, is held back while two brokers are up and delivered once three are.
+``fraud-produce``, is held back while two brokers are up and delivered once three are,
+and that they write idempotently (every record batch of the scores and probe topics carries
+a producer id, read back from a broker's log with Kafka's ``DumpLogSegments``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ from devservices.kafka_cluster import kill_node, start_node
 from harness.flow import flow_env, interrupt, launch_flow
 from harness.kafka import PacedProducer, ScoreWatcher, Topics, Worker, read_topic
 from harness.kafka_cluster import (
+    batch_producer_ids,
     elect_preferred,
     in_sync_everywhere,
     kafka_cluster,
@@ -135,6 +138,7 @@ class Measured:
     leads_scores: bool = False
     landed: bool = False
     scored_at_kill: int = 0
+    kill_ms: float = 0.0
     carried: bool = False
     scored_while_down: int = 0
     down_end_ms: float = 0.0
@@ -144,6 +148,7 @@ class Measured:
     finished: bool = False
     probed: int = 0
     cli_code: int | None = None
+    producer_ids: list[int] = field(default_factory=list)
 
 
 def _outage(
@@ -162,6 +167,7 @@ def _outage(
     m.landed = watcher.wait_for(kill_at, flow, WAIT_S) and up
     m.broker, m.leads_scores = _victim(bootstrap, topics)
     m.scored_at_kill = watcher.distinct
+    m.kill_ms = time.time() * 1000
     kill_node(settings, m.broker)
     probe = AcksProbe.start(settings, bootstrap, f"{topics.transactions}-acks")
     m.carried = watcher.wait_for(int(DOWN_UNTIL * m.n), flow, WAIT_S)
@@ -191,6 +197,8 @@ def _checks(
               f"broker {m.broker} at {m.scored_at_kill} of {m.n} scored (seed {m.seed})",
               m.landed and m.leads_scores),
         Check(CASE, "events scored while it was down", str(m.scored_while_down), m.carried),
+        Check(CASE, "score gap before the kill (the stream's own pace)",
+              f"{longest_gap_s(messages, before_ms=m.kill_ms):.1f} s", True),
         Check(CASE, "score gap: longest time without a score, kill included",
               f"{longest_gap_s(messages, before_ms=m.down_end_ms):.1f} s", True),
         Check(CASE, "acks=all: writes needing 3 in-sync replicas held while 2 are",
@@ -198,6 +206,9 @@ def _checks(
         Check(CASE, "... and delivered once it is back (score sink + fraud-produce)",
               f"{m.probed} of 3 messages, fraud-produce exit {m.cli_code}",
               m.probed == 3 and m.cli_code == 0),
+        Check(CASE, "idempotent writes: record batches with a producer id (scores, probe)",
+              f"{sum(i >= 0 for i in m.producer_ids)} of {len(m.producer_ids)}",
+              bool(m.producer_ids) and min(m.producer_ids) >= 0),
         Check(CASE, "killed broker back in sync on every partition, leading again",
               f"{rejoin_s:.1f} s after its start" if synced else "NO", synced and leads_again),
         Check(CASE, "flow process survived (no restart) and scored to the end",
@@ -231,6 +242,8 @@ def broker_failover(
         _outage(settings, m, topics, (producer, watcher), flow)
         producer.join(WAIT_S)
         messages = read_topic(bootstrap, topics.scores)
+        for topic in (topics.scores, f"{topics.transactions}-acks"):
+            m.producer_ids += batch_producer_ids(settings, topic)
         checks = _checks(m, layout, (replicas, min_insync) == (3, "2"), flow, messages)
         return checks + outcome_checks(CASE, settings, bootstrap, topics, events, producer)
     finally:

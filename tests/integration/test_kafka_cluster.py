@@ -5,6 +5,7 @@ scenario as ``python -m verify.faults_kafka_cluster`` (``make faults``), smaller
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +49,13 @@ def test_topics_are_created_with_the_configured_replication(
     settings, topic = _fresh(cluster, kafka_topic_partitions=5, **overrides)
     layout = ensure_stream_topics(settings, [topic])
     assert (layout.replication, str(layout.min_insync)) == want
-    assert replication(cluster.kafka_bootstrap_servers, topic) == want  # read back from Kafka
+    # Read back from Kafka; a broker's metadata may trail the creation for a moment.
+    deadline = time.monotonic() + 10
+    while (got := replication(cluster.kafka_bootstrap_servers, topic)) != want:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got == want
 
 
 def test_more_replicas_than_brokers_is_a_clear_error(cluster: Settings) -> None:
