@@ -210,6 +210,8 @@ def materialize(job: Day) -> tuple[str, dict[str, Any]]:
     store = open_store(job.settings)
     end = job.next_midnight
     views = [v for v in store.list_feature_views() if v.online and v.stream_source is None]
+    if not views:
+        raise UserError("no batch feature views in the registry; run `feast apply`")
     done: dict[str, Any] = {}
     for view in views:
         last = view.most_recent_end_time
@@ -223,14 +225,17 @@ def materialize(job: Day) -> tuple[str, dict[str, Any]]:
             start = last
             store.materialize_incremental(end, feature_views=[view.name])
         done[view.name] = {"from": start, "to": end}
-    if not views:
-        raise UserError("no batch feature views in the registry; run `feast apply`")
     return "done", {"views": done}
 
 
 def score(job: Day) -> tuple[str, dict[str, Any]]:
     s = job.settings
-    opts = ScoreOptions(day=job.day, chunk_rows=s.batch_chunk_rows, workers=s.batch_workers)
+    opts = ScoreOptions(
+        day=job.day,
+        engine=s.batch_engine,  # as `fraud-batch score` without --engine
+        chunk_rows=s.batch_chunk_rows,
+        workers=s.batch_workers,
+    )
     manifest = run_score(s, opts)
     keep = ("rows_out", "rows_missing_features", "model_version", "empty")
     where = output.partition(output_root(s), job.day)
