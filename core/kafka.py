@@ -63,8 +63,9 @@ class TopicLayout:
     min_insync: int
 
     def configs(self) -> dict[str, str]:
-        """Topic configs: ``min.insync.replicas`` where there is more than one replica."""
-        return {"min.insync.replicas": str(self.min_insync)} if self.replication > 1 else {}
+        """Topic configs: ``min.insync.replicas`` always, so a one-replica topic stays
+        writable on a cluster whose default is 2 (as on many managed services)."""
+        return {"min.insync.replicas": str(self.min_insync)}
 
 
 def topic_layout(

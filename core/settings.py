@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         default=None, gt=0, description="replicas per topic; default min(3, brokers answering)"
     )
     kafka_min_insync_replicas: int | None = Field(
-        default=None, gt=0, description="set where replicas > 1; default replicas - 1"
+        default=None, gt=0, description="per topic; default replicas - 1, at least 1"
     )
     kafka_cache_dir: Path = Field(default=Path.home() / ".cache" / "fraud-scoring" / "kafka")
     # --- batch on Spark (batch.spark_input) -------------------------------------------------

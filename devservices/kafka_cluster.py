@@ -74,7 +74,6 @@ offsets.topic.replication.factor={replicas}
 transaction.state.log.replication.factor={replicas}
 transaction.state.log.min.isr={min_insync}
 default.replication.factor={replicas}
-min.insync.replicas={min_insync}
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 """
@@ -147,7 +146,9 @@ def _remove_datadir(settings: Settings) -> None:
 
 
 def node_properties(node: Node, members: list[Node], data: Path) -> str:
-    """The node's server.properties: replicas min(3, nodes), replicas - 1 in sync."""
+    """The node's server.properties: internal topics with min(3, nodes) replicas, replicas - 1
+    in sync; other topics carry their own ``min.insync.replicas`` (``core.kafka``), so the
+    broker default stays 1 and a one-replica topic created by hand stays writable."""
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.ctrl_port}" for n in members)
     replicas = min(3, len(members))
     return NODE_PROPERTIES.format(

@@ -29,8 +29,8 @@ def test_defaults_fit_the_brokers_found(brokers: int, want: TopicLayout) -> None
     assert topic_layout(brokers, 4) == want
 
 
-def test_min_insync_is_a_topic_config_only_with_replicas() -> None:
-    assert topic_layout(1, 1).configs() == {}
+def test_min_insync_is_always_a_topic_config() -> None:
+    assert topic_layout(1, 1).configs() == {"min.insync.replicas": "1"}
     assert topic_layout(3, 1).configs() == {"min.insync.replicas": "2"}
     assert topic_layout(3, 1, 3, 3).configs() == {"min.insync.replicas": "3"}
 
@@ -51,4 +51,5 @@ def test_cluster_nodes_come_from_the_bootstrap_list() -> None:
     props = node_properties(members[1], members, Path("/d"))
     assert "node.id=2\n" in props
     assert "controller.quorum.voters=1@127.0.0.1:9292,2@127.0.0.1:9293,3@127.0.0.1:9294" in props
-    assert "min.insync.replicas=2\n" in props and "default.replication.factor=3\n" in props
+    assert "transaction.state.log.min.isr=2\n" in props
+    assert "default.replication.factor=3\n" in props
