@@ -240,15 +240,24 @@ def resolve(root: str | Path, day: date) -> Resolved | None:
 
 
 def read_day(root: str | Path, day: date, columns: list[str] | None = None) -> pa.Table | None:
-    """The day's rows as committed; re-resolves if a newer commit removed a file mid-read."""
+    """The day's rows as committed (None: no committed day)."""
+    read = read_committed(root, day, columns)
+    return None if read is None else read[1]
+
+
+def read_committed(
+    root: str | Path, day: date, columns: list[str] | None = None
+) -> tuple[Resolved, pa.Table] | None:
+    """The committed day and its rows, read through one manifest; re-resolves if a newer
+    commit removed a file mid-read."""
     for attempt in range(READ_ATTEMPTS):
         resolved = resolve(root, day)
         if resolved is None:
             return None
         if not resolved.files:  # an empty day: committed, with no rows
-            return pa.table({c: pa.array([], pa.null()) for c in columns or []})
+            return resolved, pa.table({c: pa.array([], pa.null()) for c in columns or []})
         try:
-            return storage.dataset(resolved.files).to_table(columns=columns)
+            return resolved, storage.dataset(resolved.files).to_table(columns=columns)
         except FileNotFoundError:
             if attempt == READ_ATTEMPTS - 1:
                 raise

@@ -79,7 +79,8 @@ def test_a_stage_commits_and_readers_resolve_it_through_the_manifest(tmp_path: P
     stage.commit({"status": "complete", "run_id": "r1", "rows_out": 3, "files": files})
     resolved = output.resolve(tmp_path, DAY)
     assert resolved is not None and resolved.manifest["run_id"] == "r1"
-    assert resolved.files == [str(output.partition_dir(tmp_path, DAY) / f["name"]) for f in files]
+    names = ["part-00000.parquet", "part-00001.parquet"]
+    assert resolved.files == [str(output.partition_dir(tmp_path, DAY) / n) for n in names]
     table = output.read_day(tmp_path, DAY)
     assert table is not None and table["x"].to_pylist() == [1, 2, 3]
     assert [p.name for p in tmp_path.iterdir()] == [f"date={DAY}"]
