@@ -47,6 +47,7 @@ request = function()
   return wrk.format(nil, nil, nil, %(wrap)s)
 end
 """
+START_S = 180.0  # server start-up bound: a loaded shared box took over 60 s
 OURS_ONE = '{"user_id":%d,"merchant_id":%d,"amount":120.5,"channel":"online","country":"GB"}'
 FEAST_ONE = (
     '{"feature_service":"fraud_model_v1","entities":{"user_id":[%d],"merchant_id":[%d],'
@@ -136,7 +137,7 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
     ]
     r: dict[str, float] = {"workers": workers, "users": args.users, "duration_s": args.duration}
     logs = RESULTS / f"{args.name}-ours.log", RESULTS / f"{args.name}-feast.log"
-    with launched(serve_ours, f"{ours}/ready", logs[0], env, PROJECT_ROOT):
+    with launched(serve_ours, f"{ours}/ready", logs[0], env, PROJECT_ROOT, START_S):
         d = args.duration
         wrk(f"{ours}/v1/predict", 16, 3, scripts["ours"])  # warm-up
         seq = wrk(f"{ours}/v1/predict", 1, d, scripts["ours"])
@@ -147,7 +148,8 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         b100 = wrk(f"{ours}/v1/predict/batch", 1, d, scripts["ours100"])
         noop16 = wrk(f"{ours}/health", 16, d, None)
         noop64 = wrk(f"{ours}/health", 64, d, None)
-    with launched(serve_feast, f"{feast}/health", logs[1], ws.env, ws.settings.feature_repo):
+    repo = ws.settings.feature_repo
+    with launched(serve_feast, f"{feast}/health", logs[1], ws.env, repo, START_S):
         wrk(f"{feast}/get-online-features", 16, 3, scripts["feast"])  # warm-up
         fseq = wrk(f"{feast}/get-online-features", 1, d, scripts["feast"])
         f16 = wrk(f"{feast}/get-online-features", 16, d, scripts["feast"])
