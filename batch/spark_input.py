@@ -41,6 +41,7 @@ DEFAULT_CONF = {
     "spark.sql.legacy.parquet.nanosAsLong": "true",
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",  # toPandas as Arrow types it
 }
 _LOG4J = Path(__file__).with_name("spark-log4j2.properties")
 _DUCK_NAMES: dict[type[T.DataType], str] = {

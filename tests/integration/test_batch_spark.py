@@ -1,0 +1,262 @@
+"""``--engine spark`` (Spark in local mode) against the DuckDB engine, on data built to hit
+Feast's point-in-time corners: equal features and scores row for row, the same manifest,
+a SIGKILL mid-write that leaves the previous partition whole, an empty day, and the
+``make fuzz`` corpus of broken inputs with the same one-line errors.
+
+One Spark session serves the module (the job's ``getOrCreate``); only the kill runs the
+job as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+
+from batch import output
+from batch.entities import VIEW, define_entities
+from batch.plan import build_plan
+from batch.retrieve import duckdb_features
+from batch.score import Engine, ScoreOptions, run_score
+from batch.spark_input import select_day, session
+from batch.spark_job import check_sources, features
+from core.duck import connect
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from core.store import copy_feature_repo, feature_service, open_store
+from datagen.generate import PUBLISHED_SCORE_SCHEMA
+from harness.report import table
+from tests.conftest import Stack, feast_cli
+from tests.integration.test_batch_equivalence import T0, US, H, crafted
+from verify import fuzz_batch
+
+pytestmark = pytest.mark.integration
+
+DAY = (T0 + 270 * H).date()  # a day of the crafted entity rows, with corners added
+EMPTY_DAY = date(2025, 3, 1)
+SPARK_CONF = {"spark.driver.memory": "640m", "spark.sql.shuffle.partitions": "4"}
+SOURCES = {"entities": "transactions"}
+FEATURES = ("account_age_days", "avg_amount_30d", "risk_score", "txn_count_1h")
+
+
+@dataclass(frozen=True)
+class Corners:
+    settings: Settings
+    root: Path
+    spark: SparkSession
+
+
+def _add_corners(frames: dict[str, pd.DataFrame]) -> None:
+    """On DAY: a TTL edge and one microsecond past it (user 45, one profile row), a
+    corrected profile row (user 46: same timestamp, created later, wins), and two entity rows
+    with the same keys and time."""
+    edge, fixed = T0 + 270 * H, T0 + 250 * H
+    profile = pd.DataFrame(
+        {
+            "user_id": [45, 46, 46, 46],
+            "event_timestamp": [edge - timedelta(days=2), fixed, fixed, fixed],
+            "created_timestamp": [edge - timedelta(days=2), fixed, fixed + 5 * H, fixed + H],
+            "account_age_days": [7, 20, 21, 22],
+            "avg_amount_30d": [5.0, 1.0, 2.0, 3.0],
+            "txn_count_30d": [1, 1, 2, 3],
+            "home_country": ["US", "US", "GB", "DE"],
+        }
+    )
+    frames["user_profile"] = pd.concat([frames["user_profile"], profile], ignore_index=True)
+    rows = pd.DataFrame(
+        {
+            "transaction_id": ["edge", "expired", "corrected", "twin-a", "twin-b"],
+            "user_id": [45, 45, 46, 2, 2],
+            "merchant_id": [1, 1, 1, 2, 2],
+            "amount": [10.0, 11.0, 12.0, 13.0, 14.0],
+            "channel": ["pos", "online", "pos", "pos", "atm"],
+            "country": ["US", "GB", "US", "US", "US"],
+            "event_timestamp": [edge, edge + US, fixed + 16 * H, edge + 10 * H, edge + 10 * H],
+        }
+    )
+    frames["entities"] = pd.concat([frames["entities"], rows], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def corners(trained: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corners]:
+    """A feature repo copy over the crafted data (its entity rows as the transactions),
+    applied, with the session's trained model; and the module's one Spark session."""
+    root = tmp_path_factory.mktemp("spark-corners")
+    copy_feature_repo(root)
+    data = root / "data"
+    data.mkdir()
+    frames = crafted(np.random.default_rng(4))
+    _add_corners(frames)
+    for name, frame in frames.items():  # microseconds, as datagen writes them
+        for column in ("event_timestamp", "created_timestamp"):
+            if column in frame:
+                frame[column] = frame[column].astype("datetime64[us, UTC]")
+        frame.to_parquet(data / f"{SOURCES.get(name, name)}.parquet", index=False)
+    pa.Table.from_pylist([], schema=PUBLISHED_SCORE_SCHEMA).to_pandas().to_parquet(
+        data / "published_scores.parquet", index=False
+    )
+    applied = trained.run(feast_cli(), "apply", cwd=root / "feature_repo")
+    assert applied.returncode == 0, applied.stderr
+    settings = Settings(
+        feature_repo=root / "feature_repo",
+        redis_connection_string=trained.settings.redis_connection_string,
+        model_dir=trained.settings.model_path,
+        spark_conf=SPARK_CONF,
+    )
+    spark = session(settings)
+    try:
+        yield Corners(settings, root, spark)
+    finally:
+        spark.stop()
+
+
+def _score(corners: Corners, engine: Engine, out: str, day: date = DAY) -> dict[str, Any]:
+    settings = corners.settings.model_copy(update={"batch_output_dir": str(corners.root / out)})
+    return run_score(settings, ScoreOptions(day=day, engine=engine, chunk_rows=60))
+
+
+def _rows(partition: Path) -> pd.DataFrame:
+    files = sorted(partition.glob("part-*.parquet"))
+    assert files, f"no part files in {partition}"
+    frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    return frame.sort_values("transaction_id").reset_index(drop=True)
+
+
+def test_spark_features_equal_the_duckdb_join_at_every_corner(corners: Corners) -> None:
+    store = open_store(corners.settings)
+    plan = build_plan(store, feature_service(store))
+    source = str(corners.settings.data_dir / "transactions.parquet")
+    entities, sel = select_day(corners.spark, source, DAY, None)
+    got = features(plan, check_sources(corners.spark, plan, sel), entities, sel).toPandas()
+
+    con = connect()
+    duck = define_entities(con, source, DAY, None)
+    assert (duck.rows, duck.first, duck.last) == (sel.rows, sel.first, sel.last)
+    assert duck.first is not None and duck.last is not None
+    want = duckdb_features(con.cursor(), plan, VIEW, duck.first, duck.last).to_pandas()
+
+    names = ["transaction_id", "user_id", *(f for v in plan.views for f in v.features)]
+    want = want[names].sort_values("transaction_id").reset_index(drop=True)
+    got = got[names].sort_values("transaction_id").reset_index(drop=True)
+    assert len(got) == sel.rows > 100
+    pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=False)
+
+    row = got.set_index("transaction_id")
+    assert row.loc["corrected", "account_age_days"] == 21  # the latest-created row wins
+    assert row.loc["edge", "account_age_days"] == 7  # exactly at the TTL: still in
+    assert row["account_age_days"].isna()["expired"]  # one microsecond past it: expired
+    twins = row.loc[["twin-a", "twin-b"], list(FEATURES)]
+    assert twins.iloc[0].equals(twins.iloc[1])
+    unknown = row[row.user_id.between(40, 41)]  # users with no rows anywhere
+    assert len(unknown) and unknown[["account_age_days", "txn_count_1h"]].isna().all().all()
+
+
+def test_spark_job_output_equals_the_duckdb_engine_row_for_row(corners: Corners) -> None:
+    duck = _score(corners, "duckdb", "duck")
+    spark = _score(corners, "spark", "spark")
+    assert spark["engine"] == "spark" and spark["rows_out"] == duck["rows_out"] > 100
+    for key in ("rows_in", "rows_missing_features", "missing_by_feature", "score_histogram"):
+        assert spark[key] == duck[key], key
+    assert spark["model_version"] == duck["model_version"]
+    assert spark["input_time_range"] == duck["input_time_range"]
+
+    d_part = output.partition_dir(corners.root / "duck", DAY)
+    s_part = output.partition_dir(corners.root / "spark", DAY)
+    assert output.is_complete(s_part) and output.is_complete(d_part)
+    d, s = _rows(d_part), _rows(s_part)
+    assert list(s.columns) == list(d.columns)
+    assert s.transaction_id.tolist() == d.transaction_id.tolist()
+    assert float(np.max(np.abs(s.score - d.score))) <= 1e-9
+    same = ["user_id", "merchant_id", "event_timestamp", "model_version"]
+    pd.testing.assert_frame_equal(s[same], d[same], check_exact=True)
+    assert not [p for p in (corners.root / "spark").iterdir() if p.name.startswith(".")]
+
+
+def test_an_empty_day_gives_an_empty_partition_with_a_manifest(corners: Corners) -> None:
+    manifest = _score(corners, "spark", "empty", EMPTY_DAY)
+    partition = output.partition_dir(corners.root / "empty", EMPTY_DAY)
+    assert manifest["empty"] is True and manifest["note"] == "no transactions on this date"
+    assert output.read_manifest(partition) == json.loads(json.dumps(manifest, default=str))
+    assert output.is_complete(partition) and not list(partition.glob("part-*"))
+
+
+def _kill_when_writing(cmd: list[str], env: dict[str, str], staged: str, root: Path) -> int:
+    """Run the Spark job as its own process group; SIGKILL the group (driver, JVM, Python
+    workers) once Spark's committer holds task output. The files seen, or -1 if it ended."""
+    proc = subprocess.Popen(
+        cmd, cwd=PROJECT_ROOT, env=env, start_new_session=True, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    while not (seen := len(list(root.glob(staged)))):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return -1
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return seen
+
+
+def test_spark_job_killed_mid_write_leaves_the_previous_partition_whole(
+    corners: Corners,
+) -> None:
+    root = corners.root / "killed"
+    previous = _score(corners, "duckdb", "killed")
+    partition = output.partition_dir(root, DAY)
+    before = fuzz_batch.tree_digest(partition)
+    env = os.environ | {
+        "FEATURE_REPO": str(corners.settings.feature_repo),
+        "REDIS_CONNECTION_STRING": corners.settings.redis_connection_string,
+        "MODEL_DIR": str(corners.settings.model_path),
+        "SPARK_MASTER": "local[1]",  # tasks one at a time: a long window of staged output
+        "SPARK_CONF": json.dumps(SPARK_CONF),
+    }
+    cmd = [sys.executable, "-m", "batch", "score", "--engine", "spark", "--date", str(DAY)]
+    cmd += ["--output", str(root), "--chunk-rows", "40"]
+    staged = f".tmp-date={DAY.isoformat()}-*/_temporary/**/part-*"
+    seen = _kill_when_writing(cmd, env, staged, root)
+    assert seen > 0, "the job ended before Spark wrote any task output"
+    assert fuzz_batch.tree_digest(partition) == before and output.is_complete(partition)
+
+    again = _score(corners, "spark", "killed")
+    rows = _rows(partition)
+    assert again["run_id"] != previous["run_id"] and output.is_complete(partition)
+    assert len(rows) == again["rows_out"] == previous["rows_out"]
+    assert not rows.transaction_id.duplicated().any()
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_bad_inputs_fail_as_on_duckdb_and_leave_the_output_untouched(
+    trained: Stack, corners: Corners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make fuzz``'s batch corpus, run through ``python -m batch``'s ``main`` on Spark."""
+    day = fuzz_batch.latest_day(trained.settings)
+    env = fuzz_batch.prepare(trained.settings, tmp_path, day, rows=300)  # scored on DuckDB
+    for name in ("FEATURE_REPO", "REDIS_CONNECTION_STRING", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("MODEL_DIR", raising=False)
+    monkeypatch.setenv("BATCH_ENGINE", "spark")
+    get_settings.cache_clear()
+    try:
+        checks = [
+            fuzz_batch.check(case, fuzz_batch.run_case(tmp_path, day, case), tmp_path)
+            for case in fuzz_batch.CASES
+        ]
+    finally:
+        get_settings.cache_clear()
+    assert len(checks) == len(fuzz_batch.CASES) == 20 and all(c.ok for c in checks), table(checks)
