@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -172,25 +173,42 @@ def attach(con: duckdb.DuckDBPyConnection, *locations: str) -> None:
 
 
 def _duckdb_filesystem(fs: pafs.FileSystem) -> Any:
-    """pyarrow's client as the fsspec filesystem DuckDB takes, with reads made whole: an S3
-    body cut off mid-transfer reads short, and DuckDB treats a short read as an error."""
+    """pyarrow's client as the fsspec filesystem DuckDB takes. DuckDB's scan threads share
+    one handle and each seeks then reads, so a shared position mixed their reads up: each
+    thread keeps its own, reads are positional (``read_at``), and looped until whole (an S3
+    body cut off mid-transfer reads short, which DuckDB treats as an error)."""
     from fsspec.implementations.arrow import ArrowFile, ArrowFSWrapper  # 0.3 s: only if used
 
-    class WholeReads(ArrowFile):
+    class PositionalReads(ArrowFile):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.position = threading.local()
+
+        def tell(self) -> int:
+            return int(getattr(self.position, "at", 0))
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            base = (0, self.tell(), self.stream.size())[whence]
+            self.position.at = base + offset
+            return self.tell()
+
         def read(self, length: int = -1) -> bytes:
-            data: bytes = self.stream.read(length)
-            while 0 <= len(data) < length:
-                more = self.stream.read(length - len(data))
+            at, size = self.tell(), self.stream.size()
+            length = size - at if length is None or length < 0 else min(length, size - at)
+            data = b""
+            while len(data) < length:
+                more = self.stream.read_at(length - len(data), at + len(data))
                 if not more:
                     break
                 data += more
+            self.position.at = at + len(data)
             return data
 
     class Wrapper(ArrowFSWrapper):
         def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
             if mode != "rb":
                 return super()._open(path, mode, **kwargs)
-            return WholeReads(self, fs.open_input_file(path), path, mode)
+            return PositionalReads(self, fs.open_input_file(path), path, mode)
 
     return Wrapper(fs)
 

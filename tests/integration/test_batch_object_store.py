@@ -30,6 +30,7 @@ from batch import output
 from batch.entities import ID, VIEW, define_entities
 from batch.plan import build_plan
 from batch.retrieve import duckdb_features
+from batch.score import ScoreOptions, run_score
 from core import storage
 from core.duck import connect
 from core.settings import PROJECT_ROOT, Settings
@@ -86,6 +87,12 @@ def job_env(trained: Stack, s3_env: dict[str, str], bucket: str) -> dict[str, st
         pq.read_table(trained.settings.data_dir / "transactions.parquet"), path, filesystem=fs
     )
     return trained.env | s3_env | {"BATCH_TRANSACTIONS": source}
+
+
+def in_process(trained: Stack, job_env: dict[str, str], root: str) -> Settings:
+    """The job's settings for a run in this process (the AWS variables are set here too)."""
+    source = job_env["BATCH_TRANSACTIONS"]
+    return trained.settings_with(batch_transactions=source, batch_output_dir=root)
 
 
 def score_cmd(root: str, day: date, rows: int, *extra: str) -> list[str]:
@@ -178,8 +185,7 @@ def test_killed_job_leaves_the_day_whole_and_the_rerun_commits_each_row_once(
     rows = day_rows(trained, day)
     assert rows >= PARTS, f"the day holds {rows} rows, too few for {PARTS} part files"
     cmd = score_cmd(root, day, rows)
-    first = run_job(cmd, job_env)
-    assert first.returncode == 0, first.stderr
+    run_score(in_process(trained, job_env, root), ScoreOptions(day, chunk_rows=-(-rows // PARTS)))
     committed = output.resolve(root, day)
     assert committed is not None and output.is_complete(output.partition(root, day))
     assert committed.manifest["entities"] == job_env["BATCH_TRANSACTIONS"]  # read from s3://
@@ -229,11 +235,12 @@ def assert_published(trained: Stack, table: pa.Table, manifest: dict[str, object
             assert served.json()["scored_transaction_id"] == latest.loc[user, "transaction_id"]
 
 
-def test_empty_day_commits_an_empty_manifest(job_env: dict[str, str], bucket: str) -> None:
+def test_empty_day_commits_an_empty_manifest(
+    trained: Stack, job_env: dict[str, str], bucket: str
+) -> None:
     root = f"{bucket}/empty"
     empty_day = date(2001, 1, 1)
-    done = run_job(score_cmd(root, empty_day, PARTS), job_env)
-    assert done.returncode == 0, done.stderr
+    run_score(in_process(trained, job_env, root), ScoreOptions(empty_day))
     resolved = output.resolve(root, empty_day)
     assert resolved is not None and resolved.manifest["empty"] and resolved.files == []
     assert output.is_complete(output.partition(root, empty_day))
