@@ -41,7 +41,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,spark]'
 	@touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
+install: $(VENV)/.installed ## Create .venv and install the project with its dev tools (and Spark's s3a jars)
+	@$(BIN)/python -m devservices.spark_jars
 
 services-up: install ## Start (or reuse) Redis and a KRaft Kafka broker (KAFKA_BROKERS=3: a 3-broker cluster)
 	$(BIN)/python -m devservices up

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         description="the source class feature_repo/features.py defines: spark for"
         " feature_store.spark.yaml's Spark offline store",
     )
+    spark_s3a_jars_dir: Path = Field(
+        default=Path.home() / ".cache" / "fraud-scoring" / "spark-s3a",
+        description="hadoop-aws and the AWS SDK for s3:// on Spark (fetched by make install)",
+    )
     model_dir: Path | None = Field(default=None, description="default: <data dir>/model")
     services_dir: Path = Field(
         default=PROJECT_ROOT / ".services", description="pid files and logs of started services"

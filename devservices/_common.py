@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +23,7 @@ from typing import Literal, NamedTuple
 from core.cli import UserError
 
 STOP_GRACE_S = 10.0
+MAVEN_MARKER = ".complete"  # in a jar cache: the hash of the pom it was fetched for
 
 
 class ServiceError(UserError):
@@ -271,3 +274,33 @@ def log_tail(log: Path, lines: int = 5, width: int = 600) -> str:
     tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     joined = " | ".join(tail) or "(log is empty)"
     return joined if len(joined) <= width else "..." + joined[-width:]
+
+
+def maven_fetch(pom: Path, libs: Path, what: str, expect: str) -> Path:
+    """Copy ``pom``'s runtime dependencies from Maven Central into ``libs`` once; a marker
+    holds the pom's hash, so editing the pom refetches. ``expect``: a glob that must match."""
+    pom_hash = hashlib.sha256(pom.read_bytes()).hexdigest()
+    with contextlib.suppress(OSError):
+        if (libs / MAVEN_MARKER).read_text().strip() == pom_hash and any(libs.glob(expect)):
+            return libs
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise ServiceError(
+            f"{what} is not cached in {libs} and `mvn` is missing; run `apt-get install maven`"
+        )
+    staging = libs.with_name(libs.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies"]
+    cmd += [f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise ServiceError(f"mvn took over 15 min resolving {what}; check network") from None
+    if done.returncode != 0 or not any(staging.glob(expect)):
+        lines = (done.stdout + done.stderr).strip().splitlines() or ["no output"]
+        errors = [line for line in lines if "ERROR" in line] or lines
+        raise ServiceError(f"mvn could not fetch {what}: {errors[0].strip()}")
+    (staging / MAVEN_MARKER).write_text(pom_hash + "\n")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    return libs
