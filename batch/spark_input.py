@@ -62,7 +62,7 @@ _DUCK_NAMES: dict[type[T.DataType], str] = {
 def session(settings: Settings) -> SparkSession:
     """The job's session: ``local[*]`` unless SPARK_MASTER or spark-submit names a cluster."""
     builder = SparkSession.builder.appName("fraud-batch")
-    conf = DEFAULT_CONF | storage.spark_s3a_conf() | settings.spark_conf
+    conf = DEFAULT_CONF | _s3a_classpath(settings) | storage.spark_s3a_conf() | settings.spark_conf
     if "spark.driver.extraJavaOptions" not in conf:
         conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}"
     for key, value in conf.items():
@@ -72,7 +72,46 @@ def session(settings: Settings) -> SparkSession:
     elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
         builder = builder.master(LOCAL_MASTER)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers: this venv
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    _follow_aws_variables(spark, settings)
+    return spark
+
+
+def s3a_jars(settings: Settings) -> list[Path]:
+    """hadoop-aws and the AWS SDK bundle as ``make install`` cached them (the directory
+    appears whole, by a rename); none if it has not."""
+    return sorted(settings.spark_s3a_jars_dir.glob("*.jar"))
+
+
+def _s3a_classpath(settings: Settings) -> dict[str, str]:
+    """The s3a jars for a new session: on the driver's classpath in local mode (one JVM, and
+    ``spark.jars`` would copy the 690 MB SDK per session), shipped by ``spark.jars`` to a
+    cluster's executors."""
+    jars = s3a_jars(settings)
+    if not jars or "PYSPARK_GATEWAY_PORT" in os.environ:  # spark-submit: its --jars
+        return {}
+    if (settings.spark_master or LOCAL_MASTER).startswith("local"):
+        return {"spark.driver.extraClassPath": os.pathsep.join(map(str, jars))}
+    return {"spark.jars": ",".join(jar.as_uri() for jar in jars)}
+
+
+def _follow_aws_variables(spark: SparkSession, settings: Settings) -> None:
+    """A reused session (``getOrCreate``) reads ``s3a://`` with today's AWS variables too:
+    its Hadoop configuration takes the ``spark.hadoop.*`` settings now, not at its start."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in (storage.spark_s3a_conf() | settings.spark_conf).items():
+        if key.startswith("spark.hadoop."):
+            hadoop.set(key.removeprefix("spark.hadoop."), value)
+
+
+def require_s3a(settings: Settings, *locations: str) -> None:
+    """Fail in one line, before Spark starts, if an ``s3://`` location has no s3a jars."""
+    s3 = [loc for loc in locations if storage.is_s3(loc)]
+    if s3 and not s3a_jars(settings) and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        raise UserError(
+            f"{s3[0]} needs hadoop-aws on Spark: run `make install` (it caches the jars in"
+            f" {settings.spark_s3a_jars_dir})"
+        )
 
 
 def duck_type(data_type: T.DataType) -> str:

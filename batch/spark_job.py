@@ -31,7 +31,7 @@ from batch.entities import ID, TS, DaySelection
 from batch.plan import RetrievalPlan, ViewSpec
 from batch.retrieve import apply_odfvs
 from batch.score import BINS, ChunkResult, Job, ScoreOptions
-from batch.spark_input import read_view, select_day, session, unique_rows
+from batch.spark_input import read_view, require_s3a, select_day, session, unique_rows
 from core import storage
 from core.contract import ENTITY_KEYS
 from core.predictor import Predictor
@@ -222,6 +222,7 @@ def run_spark(
     run id); it leaves with the day's selection and staging location."""
     plan = job.plan
     assert plan is not None
+    require_s3a(settings, source, root, *(view.path for view in plan.views))
     spark = session(settings)
     entities, sel = select_day(spark, source, opts.day, opts.limit)
     sources = check_sources(spark, plan, sel) if sel.rows else []

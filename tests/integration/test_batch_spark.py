@@ -35,13 +35,16 @@ from batch.retrieve import duckdb_features
 from batch.score import Engine, ScoreOptions, run_score
 from batch.spark_input import select_day, session
 from batch.spark_job import check_sources, features
+from core import storage
 from core.duck import connect
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import copy_feature_repo, feature_service, open_store
 from datagen.generate import PUBLISHED_SCORE_SCHEMA
+from devservices.spark_jars import ensure_spark_jars
 from harness.report import table
 from tests.conftest import Stack, feast_cli
 from tests.integration.test_batch_equivalence import T0, US, H, crafted
+from tests.integration.test_batch_object_store import bucket, s3_env  # noqa: F401 (fixtures)
 from verify import fuzz_batch
 
 pytestmark = pytest.mark.integration
@@ -117,6 +120,7 @@ def corners(trained: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         model_dir=trained.settings.model_path,
         spark_conf=SPARK_CONF,
     )
+    ensure_spark_jars(settings)  # make install's step: s3a on the one session's classpath
     spark = session(settings)
     try:
         yield Corners(settings, root, spark)
@@ -184,6 +188,42 @@ def test_spark_job_output_equals_the_duckdb_engine_row_for_row(corners: Corners)
     same = ["user_id", "merchant_id", "event_timestamp", "model_version"]
     pd.testing.assert_frame_equal(s[same], d[same], check_exact=True)
     assert not [p for p in (corners.root / "spark").iterdir() if p.name.startswith(".")]
+
+
+def test_spark_on_s3_equals_duckdb_on_local_files_and_commits_by_manifest(
+    corners: Corners,
+    bucket: str,  # noqa: F811 (the fixture)
+) -> None:
+    """s3:// input and output (s3a on s3proxy): Spark writes under the run's prefix, the
+    driver PUTs the manifest last, and readers resolving it get the DuckDB engine's rows."""
+    source, root = f"{bucket}/spark-in/transactions.parquet", f"{bucket}/spark-scores"
+    fs, path = storage.filesystem(source)
+    pq.write_table(
+        pq.read_table(corners.root / "data" / "transactions.parquet"), path, filesystem=fs
+    )
+    duck = _score(corners, "duckdb", "duck-vs-s3")
+    settings = corners.settings.model_copy(
+        update={"batch_transactions": source, "batch_output_dir": root}
+    )
+    spark = run_score(settings, ScoreOptions(day=DAY, engine="spark", chunk_rows=60))
+    assert spark["engine"] == "spark" and spark["rows_out"] == duck["rows_out"] > 100
+    for key in ("rows_in", "rows_missing_features", "missing_by_feature", "score_histogram"):
+        assert spark[key] == duck[key], key
+
+    resolved = output.resolve(root, DAY)
+    assert resolved is not None and resolved.manifest["run_id"] == spark["run_id"]
+    run_prefix = f"{output.partition(root, DAY)}/run={spark['run_id']}/part-"
+    assert len(resolved.files) > 1 and all(f.startswith(run_prefix) for f in resolved.files)
+    assert output.is_complete(output.partition(root, DAY))
+    assert storage.list_dirs(output.partition(root, DAY)) == [f"run={spark['run_id']}"]
+    read = output.read_day(root, DAY)
+    assert read is not None
+    s = read.to_pandas().sort_values("transaction_id").reset_index(drop=True)
+    d = _rows(output.partition_dir(corners.root / "duck-vs-s3", DAY))
+    assert s.transaction_id.tolist() == d.transaction_id.tolist()
+    assert float(np.max(np.abs(s.score - d.score))) <= 1e-9
+    same = ["user_id", "merchant_id", "event_timestamp", "model_version"]
+    pd.testing.assert_frame_equal(s[same], d[same], check_exact=True)
 
 
 def test_an_empty_day_gives_an_empty_partition_with_a_manifest(corners: Corners) -> None:
