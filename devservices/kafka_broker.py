@@ -11,8 +11,6 @@ A broker whose data survives a stop and start (for fault tests) is
 from __future__ import annotations
 
 import base64
-import contextlib
-import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -31,6 +29,7 @@ from ._common import (
     ServiceHandle,
     check_same_address,
     is_local_host,
+    maven_fetch,
     our_process,
     pid_file,
     service_lock,
@@ -46,7 +45,6 @@ KAFKA = Managed(NAME, EXPECT, "Kafka broker")
 POM = Path(__file__).parent / "kafka-pom.xml"
 READY_TIMEOUT_S = 60.0
 DATA_PREFIX = "fraud-kafka-"
-MARKER = ".complete"
 
 SERVER_PROPERTIES = """\
 # Written by devservices: single-node KRaft broker for local development.
@@ -127,41 +125,7 @@ def kafka_version() -> str:
 def ensure_jars(settings: Settings) -> Path:
     """Copy the broker's jars into the cache once; a marker holds the pom's hash."""
     libs = settings.kafka_cache_dir / kafka_version() / "libs"
-    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()
-    marker = libs / MARKER
-    with contextlib.suppress(OSError):
-        if marker.read_text().strip() == pom_hash:
-            return libs
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise ServiceError(
-            f"Kafka jars are not cached in {libs} and `mvn` is missing; "
-            "run `apt-get install maven` (or point KAFKA_BOOTSTRAP_SERVERS at a running broker)"
-        )
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(POM),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={staging}",
-        "-DincludeScope=runtime",
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        raise ServiceError("mvn took over 15 min resolving Kafka jars; check network") from None
-    if done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
-        lines = (done.stdout + done.stderr).strip().splitlines()
-        errors = [line for line in lines if "ERROR" in line] or lines or ["no output"]
-        raise ServiceError(f"mvn could not fetch the Kafka jars: {errors[0].strip()}")
-    (staging / MARKER).write_text(pom_hash + "\n")
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    return libs
+    return maven_fetch(POM, libs, "the Kafka jars", "kafka_2.13-*.jar")
 
 
 def find_java() -> str:

@@ -10,11 +10,8 @@ Clients reach it with the standard AWS variables; ``client_env`` gives them.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from ._common import (
     ServiceHandle,
     check_same_address,
     is_local_host,
+    maven_fetch,
     our_process,
     pid_file,
     service_lock,
@@ -42,7 +40,6 @@ EXPECT = "s3proxy"  # substring of the command line of a server we started
 S3PROXY = Managed(NAME, EXPECT, "s3proxy")
 POM = Path(__file__).parent / "s3proxy-pom.xml"
 READY_TIMEOUT_S = 60.0
-MARKER = ".complete"
 DEFAULT_PORT = 9300
 
 PROPERTIES = """\
@@ -112,34 +109,8 @@ def s3proxy_version() -> str:
 
 def ensure_jar(settings: Settings) -> Path:
     """Copy s3proxy's jar into the cache once (a marker holds the pom's hash); its path."""
-    libs = settings.s3proxy_cache_dir / s3proxy_version()
-    jar = libs / f"s3proxy-{s3proxy_version()}-jar-with-dependencies.jar"
-    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()
-    with contextlib.suppress(OSError):
-        if (libs / MARKER).read_text().strip() == pom_hash and jar.exists():
-            return jar
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise ServiceError(
-            f"s3proxy is not cached in {libs} and `mvn` is missing; run `apt-get install maven`"
-            " (or point AWS_ENDPOINT_URL at a running S3-compatible server)"
-        )
-    staging = libs.with_name(libs.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
-    cmd += [f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        raise ServiceError("mvn took over 15 min resolving s3proxy; check network") from None
-    if done.returncode != 0 or not (staging / jar.name).exists():
-        lines = (done.stdout + done.stderr).strip().splitlines() or ["no output"]
-        errors = [line for line in lines if "ERROR" in line] or lines
-        raise ServiceError(f"mvn could not fetch s3proxy: {errors[0].strip()}")
-    (staging / MARKER).write_text(pom_hash + "\n")
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    return jar
+    jar = f"s3proxy-{s3proxy_version()}-jar-with-dependencies.jar"
+    return maven_fetch(POM, settings.s3proxy_cache_dir / s3proxy_version(), "s3proxy", jar) / jar
 
 
 def ensure_s3proxy(settings: Settings) -> ServiceHandle:
