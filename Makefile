@@ -120,7 +120,7 @@ lint: install ## ruff and mypy
 	$(BIN)/mypy
 
 test: lint services-up ## Lint, then run every test against the real Redis, Kafka and feast CLI
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 clean: ## Remove generated data and the model (keeps .venv and the Kafka jar cache)
 	rm -rf data

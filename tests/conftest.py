@@ -20,8 +20,11 @@ from datagen.generate import GeneratorConfig
 from devservices import ensure_all
 from harness.workspace import Workspace, create, feast_cli, generate_data, stamp
 
-# Its own Redis database, so tests never touch a demo's online store.
-TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "1"))
+# Its own Redis database, so tests never touch a demo's online store; under pytest-xdist
+# (make test runs two workers) each worker gets the next one, as its session fixtures flush it.
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "1")) + int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+)
 
 Stack = Workspace  # the session's workspace, as the tests name it
 
