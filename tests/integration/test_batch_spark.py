@@ -1,7 +1,8 @@
 """``--engine spark`` (Spark in local mode) against the DuckDB engine, on data built to hit
 Feast's point-in-time corners: equal features and scores row for row, the same manifest,
 a SIGKILL mid-write that leaves the previous partition whole, an empty day, and the
-``make fuzz`` corpus of broken inputs with the same one-line errors.
+``make fuzz`` corpus of broken inputs with the same one-line errors; on ``s3://`` (s3a on
+s3proxy) too: equality, ``--publish`` served by Feast, and the kill.
 
 One Spark session serves the module (the job's ``getOrCreate``); only the kill runs the
 job as its own process.
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from batch.score import Engine, ScoreOptions, run_score
 from batch.spark_input import select_day, session
 from batch.spark_job import check_sources, features
 from core import storage
+from core.contract import BATCH_SCORE_VIEW
 from core.duck import connect
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import copy_feature_repo, feature_service, open_store
@@ -190,22 +192,32 @@ def test_spark_job_output_equals_the_duckdb_engine_row_for_row(corners: Corners)
     assert not [p for p in (corners.root / "spark").iterdir() if p.name.startswith(".")]
 
 
-def test_spark_on_s3_equals_duckdb_on_local_files_and_commits_by_manifest(
-    corners: Corners,
-    bucket: str,  # noqa: F811 (the fixture)
-) -> None:
-    """s3:// input and output (s3a on s3proxy): Spark writes under the run's prefix, the
-    driver PUTs the manifest last, and readers resolving it get the DuckDB engine's rows."""
-    source, root = f"{bucket}/spark-in/transactions.parquet", f"{bucket}/spark-scores"
+@pytest.fixture(scope="module")
+def s3_source(corners: Corners, bucket: str) -> str:  # noqa: F811 (the fixture)
+    """The crafted transactions uploaded to the module's bucket prefix."""
+    source = f"{bucket}/spark-in/transactions.parquet"
     fs, path = storage.filesystem(source)
     pq.write_table(
         pq.read_table(corners.root / "data" / "transactions.parquet"), path, filesystem=fs
     )
+    return source
+
+
+def test_spark_on_s3_equals_duckdb_on_local_files_and_commits_by_manifest(
+    corners: Corners,
+    bucket: str,  # noqa: F811 (the fixture)
+    s3_source: str,
+) -> None:
+    """s3:// input and output (s3a on s3proxy): Spark writes under the run's prefix, the
+    driver PUTs the manifest last, readers resolving it get the DuckDB engine's rows, and
+    ``--publish`` puts each user's latest score online for Feast's SDK."""
+    root = f"{bucket}/spark-scores"
     duck = _score(corners, "duckdb", "duck-vs-s3")
     settings = corners.settings.model_copy(
-        update={"batch_transactions": source, "batch_output_dir": root}
+        update={"batch_transactions": s3_source, "batch_output_dir": root}
     )
-    spark = run_score(settings, ScoreOptions(day=DAY, engine="spark", chunk_rows=60))
+    opts = ScoreOptions(day=DAY, engine="spark", chunk_rows=60, publish=True)
+    spark = run_score(settings, opts)
     assert spark["engine"] == "spark" and spark["rows_out"] == duck["rows_out"] > 100
     for key in ("rows_in", "rows_missing_features", "missing_by_feature", "score_histogram"):
         assert spark[key] == duck[key], key
@@ -224,6 +236,29 @@ def test_spark_on_s3_equals_duckdb_on_local_files_and_commits_by_manifest(
     assert float(np.max(np.abs(s.score - d.score))) <= 1e-9
     same = ["user_id", "merchant_id", "event_timestamp", "model_version"]
     pd.testing.assert_frame_equal(s[same], d[same], check_exact=True)
+    _assert_published(corners, s, spark)
+
+
+def _assert_published(corners: Corners, scores: pd.DataFrame, manifest: dict[str, Any]) -> None:
+    """Feast's online read of the batch score view returns each user's latest score."""
+    latest = (
+        scores.sort_values(["event_timestamp", "transaction_id"])
+        .groupby("user_id")
+        .tail(1)
+        .set_index("user_id")
+    )
+    assert manifest["published_users"] == len(latest) > 10
+    users = latest.index[:20].tolist()
+    online = (
+        open_store(corners.settings)
+        .get_online_features(
+            features=[f"{BATCH_SCORE_VIEW}:score", f"{BATCH_SCORE_VIEW}:scored_transaction_id"],
+            entity_rows=[{"user_id": int(u)} for u in users],
+        )
+        .to_dict()
+    )
+    assert len(users) == 20 and online["score"] == latest.loc[users, "score"].tolist()
+    assert online["scored_transaction_id"] == latest.loc[users, "transaction_id"].tolist()
 
 
 def test_an_empty_day_gives_an_empty_partition_with_a_manifest(corners: Corners) -> None:
@@ -234,31 +269,57 @@ def test_an_empty_day_gives_an_empty_partition_with_a_manifest(corners: Corners)
     assert output.is_complete(partition) and not list(partition.glob("part-*"))
 
 
-def _kill_when_writing(cmd: list[str], env: dict[str, str], staged: str, root: Path) -> int:
+def _kill_when_writing(cmd: list[str], env: dict[str, str], staged: Callable[[], int]) -> int:
     """Run the Spark job as its own process group; SIGKILL the group (driver, JVM, Python
     workers) once Spark's committer holds task output. The files seen, or -1 if it ended."""
     proc = subprocess.Popen(
         cmd, cwd=PROJECT_ROOT, env=env, start_new_session=True, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 300
-    while not (seen := len(list(root.glob(staged)))):
+    while not (seen := staged()):
         if proc.poll() is not None or time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return -1
-        time.sleep(0.01)
+        time.sleep(0.1)  # an s3:// listing is a request: poll the store gently
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return seen
 
 
+def _committed(root: str) -> tuple[bytes, list[str], pd.DataFrame]:
+    """What readers of DAY get: the manifest's bytes, the files it names, their rows."""
+    resolved, table = output.read_committed(root, DAY) or (None, None)
+    assert resolved is not None and table is not None
+    manifest = storage.read_bytes(storage.join(output.partition(root, DAY), output.MANIFEST))
+    rows = table.to_pandas().sort_values("transaction_id").reset_index(drop=True)
+    return manifest, resolved.files, rows
+
+
+def _staged_parts(root: str) -> Callable[[], int]:
+    """Counts the task output of a run in progress: Spark's ``_temporary`` part files in the
+    local staging directory, or under ``date=D/run=<run>/`` on s3://."""
+    if storage.is_s3(root):
+        partition = output.partition(root, DAY)
+        return lambda: sum(
+            "/_temporary/" in f and storage.name(f).startswith("part-")
+            for f in storage.list_files(partition, recursive=True)
+        )
+    staged = f".tmp-date={DAY.isoformat()}-*/_temporary/**/part-*"
+    return lambda: len(list(Path(root).glob(staged)))
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
 def test_spark_job_killed_mid_write_leaves_the_previous_partition_whole(
-    corners: Corners,
+    corners: Corners, store: str, request: pytest.FixtureRequest
 ) -> None:
-    root = corners.root / "killed"
-    previous = _score(corners, "duckdb", "killed")
-    partition = output.partition_dir(root, DAY)
-    before = fuzz_batch.tree_digest(partition)
+    """SIGKILL mid-write: readers still get the committed day (local: the very same tree);
+    the re-run commits each row once and leaves only itself and the run it replaced."""
+    root, update = str(corners.root / "killed"), {}
+    if store == "s3":  # the fixtures also put the AWS variables in os.environ
+        root = f"{request.getfixturevalue('bucket')}/killed"
+        update = {"batch_transactions": request.getfixturevalue("s3_source")}
+    settings = corners.settings.model_copy(update={"batch_output_dir": root} | update)
     env = os.environ | {
         "FEATURE_REPO": str(corners.settings.feature_repo),
         "REDIS_CONNECTION_STRING": corners.settings.redis_connection_string,
@@ -266,19 +327,42 @@ def test_spark_job_killed_mid_write_leaves_the_previous_partition_whole(
         "SPARK_MASTER": "local[1]",  # tasks one at a time: a long window of staged output
         "SPARK_CONF": json.dumps(SPARK_CONF),
     }
+    env |= {k.upper(): v for k, v in update.items()}
+    previous = run_score(settings, ScoreOptions(day=DAY, engine="duckdb", chunk_rows=60))
+    before, digest = _committed(root), _local_digest(root)
     cmd = [sys.executable, "-m", "batch", "score", "--engine", "spark", "--date", str(DAY)]
-    cmd += ["--output", str(root), "--chunk-rows", "40"]
-    staged = f".tmp-date={DAY.isoformat()}-*/_temporary/**/part-*"
-    seen = _kill_when_writing(cmd, env, staged, root)
+    cmd += ["--output", root, "--chunk-rows", "40"]
+    count = _staged_parts(root)
+    seen = _kill_when_writing(cmd, env, count)
     assert seen > 0, "the job ended before Spark wrote any task output"
-    assert fuzz_batch.tree_digest(partition) == before and output.is_complete(partition)
+    after = _committed(root)
+    assert after[:2] == before[:2] and _local_digest(root) == digest
+    pd.testing.assert_frame_equal(after[2], before[2], check_exact=True)
+    partition = output.partition(root, DAY)
+    assert output.is_complete(partition)
+    if store == "s3":  # the killed run's files sit beside the day until the next run
+        assert len(storage.list_dirs(partition)) == 2, storage.list_dirs(partition)
 
-    again = _score(corners, "spark", "killed")
-    rows = _rows(partition)
+    again = run_score(settings, ScoreOptions(day=DAY, engine="spark", chunk_rows=60))
     assert again["run_id"] != previous["run_id"] and output.is_complete(partition)
-    assert len(rows) == again["rows_out"] == previous["rows_out"]
+    _, files, rows = _committed(root)
+    assert len(rows) == again["rows_out"] == previous["rows_out"] > 100
     assert not rows.transaction_id.duplicated().any()
-    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+    if store == "s3":
+        runs = sorted(f"run={m['run_id']}" for m in (again, previous))
+        assert storage.list_dirs(partition) == runs and count() == 0
+        assert len(files) > 1
+        assert all(f.startswith(f"{partition}/run={again['run_id']}/") for f in files)
+    else:
+        assert not [p for p in Path(root).iterdir() if p.name.startswith(".")]
+
+
+def _local_digest(root: str) -> dict[str, str] | None:
+    """The whole local partition's digest (an object store keeps the killed run's files
+    beside the committed day until the next run, so there only the manifest counts)."""
+    if storage.is_s3(root):
+        return None
+    return fuzz_batch.tree_digest(output.partition_dir(Path(root), DAY))
 
 
 def test_bad_inputs_fail_as_on_duckdb_and_leave_the_output_untouched(
