@@ -66,6 +66,19 @@ class Metrics:
             buckets=tuple(i / 20 for i in range(1, 21)),
             registry=r,
         )
+        self._add_feature_metrics(r)
+        self.errors = Counter("serving_errors", "Error responses by kind", ["kind"], registry=r)
+        self.extra_fields = Counter(
+            "serving_extra_fields",
+            "Request fields the schema does not know, ignored (SERVING_EXTRA_FIELDS=ignore)",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "serving_model_reloads", "Model reloads by outcome", ["outcome"], registry=r
+        )
+
+    def _add_feature_metrics(self, r: CollectorRegistry) -> None:
+        """Feature freshness and completeness, per view and per feature."""
         self.feature_age = Histogram(
             "serving_feature_age_seconds",
             "Age of online feature values at read time (per request: the oldest of each view)",
@@ -98,15 +111,6 @@ class Metrics:
             "Features older than their maximum age",
             ["feature"],
             registry=r,
-        )
-        self.errors = Counter("serving_errors", "Error responses by kind", ["kind"], registry=r)
-        self.extra_fields = Counter(
-            "serving_extra_fields",
-            "Request fields the schema does not know, ignored (SERVING_EXTRA_FIELDS=ignore)",
-            registry=r,
-        )
-        self.reloads = Counter(
-            "serving_model_reloads", "Model reloads by outcome", ["outcome"], registry=r
         )
 
     def set_max_ages(self, max_age_s: dict[str, float]) -> None:
