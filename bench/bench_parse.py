@@ -21,17 +21,10 @@ import timeit
 from collections.abc import Callable
 
 from core.cli import Parser, run_cli
+from harness.kafka import SAMPLE_EVENT
 from streaming.records import Raw, parse
 
-EVENT = {
-    "transaction_id": "t1",
-    "user_id": 1,
-    "merchant_id": 2,
-    "amount": 12.5,
-    "channel": "pos",
-    "country": "NL",
-    "event_timestamp": "2026-01-01T00:00:00Z",
-}
+EVENT = SAMPLE_EVENT
 NUMBER = 20_000
 
 

@@ -55,6 +55,18 @@ class Topics:
         }
 
 
+# One well-formed transaction event: tests and benchmarks vary it with `|`.
+SAMPLE_EVENT: dict[str, object] = {
+    "transaction_id": "t1",
+    "user_id": 1,
+    "merchant_id": 2,
+    "amount": 12.5,
+    "channel": "pos",
+    "country": "NL",
+    "event_timestamp": "2026-01-01T00:00:00Z",
+}
+
+
 class Record(NamedTuple):
     key: bytes | None
     value: bytes

@@ -10,20 +10,13 @@ import jsonschema_rs
 import pytest
 
 from core.events import ScoreRecord, Transaction
+from harness.kafka import SAMPLE_EVENT
 from scripts.schemas import MODELS, path, rendered, stale
 from streaming.dataflow import dead_letter_message
 from streaming.records import DeadLetter, Event, Raw, parse
 from streaming.runtime import score_json
 
-EVENT: dict[str, Any] = {
-    "transaction_id": "t1",
-    "user_id": 1,
-    "merchant_id": 2,
-    "amount": 12.5,
-    "channel": "pos",
-    "country": "NL",
-    "event_timestamp": "2026-01-01T00:00:00Z",
-}
+EVENT = SAMPLE_EVENT
 INGEST_MS = 1_800_000_000_000  # after the event
 
 

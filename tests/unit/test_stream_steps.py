@@ -15,6 +15,7 @@ from core.aggregations import FEATURE_NAMES, SECS_SINCE_LAST, backfill_sql, to_u
 from core.duck import connect
 from core.events import Transaction
 from core.request_features import compute
+from harness.kafka import SAMPLE_EVENT
 from streaming.features import ProfileCache, feature_columns
 from streaming.online import latest_per_user
 from streaming.records import (
@@ -31,15 +32,7 @@ from streaming.sources import from_kafka
 from streaming.windows import EventTimeWindows, ShardLogic, ShardWindows
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-GOOD = {
-    "transaction_id": "t1",
-    "user_id": 1,
-    "merchant_id": 2,
-    "amount": 12.5,
-    "channel": "pos",
-    "country": "NL",
-    "event_timestamp": "2026-01-01T00:00:00Z",
-}
+GOOD = SAMPLE_EVENT
 
 
 # The broker's clock when the test events entered the log: after all of them.
