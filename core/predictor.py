@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -72,8 +72,103 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def compile_linear(pipeline: Pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The fitted impute -> log -> scale -> logistic chain as four array operations.
+DECISIONS = ("approve", "review", "decline")
+MAX_REASONS = 3
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Decision bands from the manifest: approve < review_at <= review < decline_at <= decline."""
+
+    review_at: float
+    decline_at: float
+
+    @classmethod
+    def from_manifest(cls, body: Mapping[str, Any], version: str) -> Bands:
+        block = body.get("decision")
+        try:
+            bands = cls(float(block["review_at"]), float(block["decline_at"]))  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            raise ContractMismatch(
+                f"model {version} has no decision bands in its manifest; "
+                "retrain with `python -m training`"
+            ) from None
+        if not 0.0 <= bands.review_at <= bands.decline_at <= 1.0:
+            raise ContractMismatch(f"model {version} has invalid decision bands {block}; retrain")
+        return bands
+
+    def codes(self, scores: np.ndarray) -> np.ndarray:
+        """0 approve, 1 review, 2 decline per score (an index into DECISIONS)."""
+        out: np.ndarray = (scores >= self.review_at).astype(np.int8) + (
+            scores >= self.decline_at
+        ).astype(np.int8)
+        return out
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One feature that pushed the score up, by its contribution to the logit."""
+
+    feature: str
+    contribution: float
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Everything one model gives a batch of rows: scores, decisions and reasons.
+
+    Reasons are kept as arrays (index into ``features``, -1 for none, and the contribution)
+    so a batch of millions of rows never builds a Python object per reason.
+    """
+
+    version: str
+    features: Sequence[str]
+    scores: np.ndarray  # float64 (n,)
+    codes: np.ndarray  # int8 (n,), index into DECISIONS
+    reason_index: np.ndarray  # int (n, MAX_REASONS), -1 = no reason in that slot
+    reason_value: np.ndarray  # float64 (n, MAX_REASONS)
+
+    @property
+    def decisions(self) -> np.ndarray:
+        out: np.ndarray = np.asarray(DECISIONS, dtype=object)[self.codes]
+        return out
+
+    def reasons(self, row: int) -> list[Reason]:
+        return [
+            Reason(self.features[i], float(v))
+            for i, v in zip(self.reason_index[row], self.reason_value[row], strict=True)
+            if i >= 0
+        ]
+
+    def all_reasons(self) -> list[list[Reason]]:
+        return [self.reasons(row) for row in range(len(self.scores))]
+
+
+@dataclass(frozen=True)
+class Linear:
+    """The fitted impute -> log -> scale -> logistic chain as array operations."""
+
+    fill: np.ndarray
+    mean: np.ndarray | float
+    scale: np.ndarray | float
+    coef: np.ndarray
+    intercept: float
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Each feature's term of the logit, coef * standardized value, per row."""
+        z = (signed_log1p(np.where(np.isnan(x), self.fill, x)) - self.mean) / self.scale
+        out: np.ndarray = z * self.coef
+        return out
+
+    def proba(self, contributions: np.ndarray) -> np.ndarray:
+        # A per-row sum rather than a BLAS product: a row's score must not depend
+        # on which other rows share its batch (BLAS kernels vary with the shape).
+        out: np.ndarray = expit(contributions.sum(axis=1) + self.intercept)
+        return out
+
+
+def compile_linear(pipeline: Pipeline) -> Linear | None:
+    """The fitted chain's parameters, so scoring is four array operations.
 
     scikit-learn validates and copies the input at every step, which cost more per row than
     the Redis read (``docs/performance.md``, "Predictor"); the same arithmetic gives the same
@@ -86,41 +181,56 @@ def compile_linear(pipeline: Pipeline) -> Callable[[np.ndarray], np.ndarray] | N
             StandardScaler() as scaler,
             LogisticRegression() as model,
         ] if func is signed_log1p and log.inverse_func is None and model.coef_.shape[0] == 1:
-            fill = imputer.statistics_
-            mean = scaler.mean_ if scaler.with_mean else 0.0
-            scale = scaler.scale_ if scaler.with_std else 1.0
-            coef, intercept = model.coef_[0], model.intercept_[0]
-
-            def proba(x: np.ndarray) -> np.ndarray:
-                z = (signed_log1p(np.where(np.isnan(x), fill, x)) - mean) / scale
-                # A per-row sum rather than a BLAS product: a row's score must not depend
-                # on which other rows share its batch (BLAS kernels vary with the shape).
-                out: np.ndarray = expit((z * coef).sum(axis=1) + intercept)
-                return out
-
-            return proba
+            return Linear(
+                fill=imputer.statistics_,
+                mean=scaler.mean_ if scaler.with_mean else 0.0,
+                scale=scaler.scale_ if scaler.with_std else 1.0,
+                coef=model.coef_[0],
+                intercept=float(model.intercept_[0]),
+            )
     return None
 
 
-class Predictor:
-    """A fitted scikit-learn pipeline bound to its feature order."""
+def top_reasons(contributions: np.ndarray, k: int = MAX_REASONS) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest positive contributions per row, highest first, ties in feature order."""
+    k = min(k, contributions.shape[1])
+    # A stable sort of the negated values keeps equal contributions in feature order.
+    order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(contributions, order, axis=1)
+    positive = values > 0
+    index = np.where(positive, order, -1)
+    values = np.where(positive, values, 0.0)
+    if k < MAX_REASONS:  # fewer features than reason slots: pad so every Scored has one shape
+        pad = ((0, 0), (0, MAX_REASONS - k))
+        index, values = np.pad(index, pad, constant_values=-1), np.pad(values, pad)
+    return index, values
 
-    def __init__(self, pipeline: Pipeline, manifest: Manifest) -> None:
+
+class Predictor:
+    """A fitted scikit-learn pipeline bound to its feature order and decision bands."""
+
+    def __init__(self, pipeline: Pipeline, manifest: Manifest, version: str | None = None) -> None:
         self.pipeline = pipeline
         self.manifest = manifest
         self.features = list(manifest.features)
-        self.version = manifest.model_version
-        self._fast = compile_linear(pipeline)
+        self.version = version or manifest.model_version
+        self.bands = Bands.from_manifest(manifest.body, self.version)
+        self._linear = compile_linear(pipeline)
 
     @classmethod
-    def load(cls, model_dir: Path, service: FeatureService) -> Predictor:
-        """Load and verify the artifact against the FeatureService from the registry."""
+    def load(
+        cls, model_dir: Path, service: FeatureService, version: str | None = None
+    ) -> Predictor:
+        """Load and verify the artifact against the FeatureService from the registry.
+
+        ``version`` names it where it came from (a registry version); default: the manifest's.
+        """
         manifest = Manifest.read(model_dir)
         check_contract(manifest, service)
         model_path = model_dir / MODEL_FILE
         if file_sha256(model_path) != manifest.checksum:
             raise ContractMismatch(f"{model_path} does not match the checksum in its manifest")
-        return cls(joblib.load(model_path), manifest)
+        return cls(joblib.load(model_path), manifest, version)
 
     def matrix(self, columns: Columns) -> np.ndarray:
         """Feature matrix in contract order, picked by name: the one place order is enforced.
@@ -133,11 +243,48 @@ class Predictor:
 
     def predict(self, columns: Columns) -> np.ndarray:
         """Fraud probability per row of a frame or a Feast-style dict of columns."""
-        x = self.matrix(columns)
-        if self._fast is not None:
-            return self._fast(x)
-        scores: np.ndarray = self.pipeline.predict_proba(x)[:, 1]
-        return scores
+        return self.score_matrix(self.matrix(columns)).scores
+
+    def score(self, columns: Columns) -> Scored:
+        """Scores, decisions and reasons per row of a frame or a dict of columns."""
+        return self.score_matrix(self.matrix(columns))
+
+    def score_matrix(self, x: np.ndarray) -> Scored:
+        n = x.shape[0]
+        if self._linear is not None:
+            contributions = self._linear.contributions(x)
+            scores = self._linear.proba(contributions)
+            index, values = top_reasons(contributions)
+        else:  # no logit terms to rank: scores and decisions only
+            scores = self.pipeline.predict_proba(x)[:, 1]
+            index = np.full((n, MAX_REASONS), -1)
+            values = np.zeros((n, MAX_REASONS))
+        return Scored(self.version, self.features, scores, self.bands.codes(scores), index, values)
+
+
+@dataclass(frozen=True)
+class Shadowed:
+    """One batch scored by the champion and, when set, the challenger on the same vectors."""
+
+    champion: Scored
+    challenger: Scored | None
+
+
+@dataclass(frozen=True)
+class Models:
+    """What one score uses: the champion, and the challenger that is shadow-scored (optional)."""
+
+    champion: Predictor
+    challenger: Predictor | None = None
+
+    def score(self, columns: Columns) -> Shadowed:
+        """Both models on one feature matrix (the contract gives them the same order)."""
+        x = self.champion.matrix(columns)
+        shadow = None
+        if self.challenger is not None:
+            same = self.challenger.features == self.champion.features
+            shadow = self.challenger.score_matrix(x if same else self.challenger.matrix(columns))
+        return Shadowed(self.champion.score_matrix(x), shadow)
 
 
 def check_contract(manifest: Manifest, service: FeatureService) -> None:

@@ -31,6 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=defaults.seed, help=f"model seed (default: {defaults.seed})"
     )
     parser.add_argument(
+        "--review-fpr",
+        type=float,
+        default=defaults.review_fpr,
+        help="review band: the lowest score that flags at most this share of legitimate holdout"
+        f" transactions (default: {defaults.review_fpr})",
+    )
+    parser.add_argument(
+        "--decline-fpr",
+        type=float,
+        default=defaults.decline_fpr,
+        help="decline band: the same at this share; at most --review-fpr"
+        f" (default: {defaults.decline_fpr})",
+    )
+    parser.add_argument(
         "--verify-only",
         action="store_true",
         help="check the existing artifact against the registry's FeatureService; do not train",
@@ -44,7 +58,10 @@ def _main(args: argparse.Namespace) -> int:
         predictor = Predictor.load(settings.model_path, feature_service(open_store(settings)))
         print(f"model {predictor.version} matches {predictor.manifest.feature_service}")
         return 0
-    manifest = train(settings, TrainConfig(args.warmup_days, args.holdout_days, args.seed))
+    cfg = TrainConfig(
+        args.warmup_days, args.holdout_days, args.seed, args.review_fpr, args.decline_fpr
+    )
+    manifest = train(settings, cfg)
     m = manifest["metrics"]
     print(
         f"model {manifest['model_version']}: holdout ROC AUC {m['roc_auc']:.4f}, "

@@ -14,6 +14,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from core.cli import UserError
+
 
 def metrics(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
     """ROC AUC, PR AUC, and a calibration check (Brier, ECE, reliability bins)."""
@@ -36,6 +38,49 @@ def metrics(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
         "expected_calibration_error": float(ece),
         "base_rate": float(y.mean()),
         "reliability": reliability,
+    }
+
+
+def threshold_at_fpr(negatives: np.ndarray, fpr: float) -> float:
+    """The lowest threshold that flags at most ``fpr`` of the negatives (score >= threshold)."""
+    ranked = np.sort(negatives)[::-1]
+    allowed = int(np.floor(fpr * len(ranked)))
+    if allowed >= len(ranked):
+        return 0.0
+    # Just above the first negative that may not be flagged, so ties never push past the rate.
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def pick_bands(
+    y: np.ndarray, p: np.ndarray, review_fpr: float, decline_fpr: float
+) -> dict[str, Any]:
+    """Review and decline thresholds at target false-positive rates on the holdout.
+
+    Returns the manifest's ``decision`` block: the rule, the thresholds and what they give on
+    the holdout (the share of legitimate rows flagged and of fraud caught at each).
+    """
+    if not 0.0 < decline_fpr <= review_fpr < 1.0:
+        raise UserError(f"need 0 < decline FPR ({decline_fpr}) <= review FPR ({review_fpr}) < 1")
+    negatives, positives = p[y == 0], p[y == 1]
+    if len(negatives) == 0:
+        raise UserError("the holdout has no legitimate rows to set a false-positive rate on")
+    review_at = threshold_at_fpr(negatives, review_fpr)
+    decline_at = max(review_at, threshold_at_fpr(negatives, decline_fpr))
+
+    def achieved(threshold: float) -> dict[str, float]:
+        recall = float((positives >= threshold).mean()) if len(positives) else 0.0
+        return {"fpr": float((negatives >= threshold).mean()), "recall": recall}
+
+    return {
+        "rule": {
+            "kind": "holdout_false_positive_rate",
+            "review_fpr": review_fpr,
+            "decline_fpr": decline_fpr,
+            "holdout_rows": len(p),
+        },
+        "review_at": review_at,
+        "decline_at": decline_at,
+        "holdout": {"review": achieved(review_at), "decline": achieved(decline_at)},
     }
 
 

@@ -26,7 +26,7 @@ from core.predictor import MANIFEST_FILE, MODEL_FILE, file_sha256, signed_log1p
 from core.settings import Settings
 from core.store import feature_service, open_store
 from training.dataset import entity_frame, training_frame
-from training.evaluate import metrics, write_report
+from training.evaluate import metrics, pick_bands, write_report
 
 LIBRARIES = ("feast", "scikit-learn", "numpy", "pandas", "pyarrow", "bytewax")
 
@@ -36,6 +36,8 @@ class TrainConfig:
     warmup_days: int = 2  # the first days have no window or profile history
     holdout_days: int = 7
     seed: int = 0
+    review_fpr: float = 0.05  # share of legitimate holdout rows sent to review or declined
+    decline_fpr: float = 0.005  # share of legitimate holdout rows declined
 
 
 def make_pipeline(seed: int) -> Pipeline:
@@ -106,6 +108,7 @@ def train(settings: Settings, cfg: TrainConfig) -> dict[str, Any]:
         "holdout_window": {"start": split.isoformat(), "end": end.isoformat()},
         "rows": {"train": int(is_train.sum()), "holdout": int((~is_train).sum())},
         "metrics": summary,
+        "decision": pick_bands(y[~is_train], holdout, cfg.review_fpr, cfg.decline_fpr),
         "libraries": {"python": platform.python_version()}
         | {lib: version(lib) for lib in LIBRARIES},
         "checksum": checksum,

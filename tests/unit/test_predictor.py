@@ -33,6 +33,7 @@ def _artifact(tmp_path: Path, names: list[str]) -> Path:
         "feature_service": "svc_v1",
         "features": names,
         "checksum": file_sha256(tmp_path / MODEL_FILE),
+        "decision": {"review_at": 0.5, "decline_at": 0.9},
     }
     (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
     return tmp_path
