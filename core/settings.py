@@ -67,7 +67,27 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "fraud-scoring" / "spark-s3a",
         description="hadoop-aws and the AWS SDK for s3:// on Spark (fetched by make install)",
     )
-    model_dir: Path | None = Field(default=None, description="default: <data dir>/model")
+    # --- model registry (core.models, registry) ----------------------------------------------
+    model_dir: Path | None = Field(
+        default=None,
+        description="a fixed local artifact dir (training writes it, every mode loads it);"
+        " unset: MLflow's Model Registry",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow's tracking/registry URI, e.g. http://mlflow:5000;"
+        " default: sqlite:///<data dir>/mlflow.db (no server)",
+    )
+    mlflow_artifact_location: str | None = Field(
+        default=None,
+        description="where a new experiment stores artifacts; default: <data dir>/mlartifacts"
+        " with the default SQLite URI, the server's choice otherwise",
+    )
+    model_name: str = Field(default="fraud-detector", description="the registered model")
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="downloaded versions, one immutable dir each; default: <data dir>/model-cache",
+    )
     services_dir: Path = Field(
         default=PROJECT_ROOT / ".services", description="pid files and logs of started services"
     )

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 from core.cli import Parser, run_cli
-from core.predictor import Predictor
+from core.models import pin_models
 from core.settings import get_settings
 from core.store import feature_service, open_store
+from registry.register import register_trained
 from training.train import TrainConfig, train
 
 
@@ -47,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verify-only",
         action="store_true",
-        help="check the existing artifact against the registry's FeatureService; do not train",
+        help="check the champion (and challenger) against Feast's FeatureService; do not train",
     )
     return parser
 
@@ -55,13 +60,37 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.verify_only:
-        predictor = Predictor.load(settings.model_path, feature_service(open_store(settings)))
-        print(f"model {predictor.version} matches {predictor.manifest.feature_service}")
+        models = pin_models(settings, feature_service(open_store(settings)))
+        for role, predictor in (("champion", models.champion), ("challenger", models.challenger)):
+            if predictor is not None:
+                print(f"{role} {predictor.version} matches {predictor.manifest.feature_service}")
         return 0
     cfg = TrainConfig(
         args.warmup_days, args.holdout_days, args.seed, args.review_fpr, args.decline_fpr
     )
-    manifest = train(settings, cfg)
+    if settings.model_dir is not None:  # a fixed local artifact: replaced, not registered
+        _summary(train(settings, cfg, settings.model_dir))
+        print(f"artifact, manifest and report.png in {settings.model_dir}")
+        return 0
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".training-", dir=settings.data_dir) as tmp:
+        out = Path(tmp) / "model"
+        manifest = train(settings, cfg, out)
+        _summary(manifest)
+        registered = register_trained(settings, out, manifest, asdict(cfg))
+    print(f"registered {registered.name} in {registered.uri}")
+    if registered.is_champion:
+        print(f"{registered.name} is the first version: it is now the champion")
+    else:
+        print(
+            f"the champion is still {registered.champion}; "
+            f"promote with `fraud-models promote {registered.version}`"
+            f" or shadow it with `fraud-models challenger {registered.version}`"
+        )
+    return 0
+
+
+def _summary(manifest: dict[str, Any]) -> None:
     m = manifest["metrics"]
     print(
         f"model {manifest['model_version']}: holdout ROC AUC {m['roc_auc']:.4f}, "
@@ -69,8 +98,6 @@ def _main(args: argparse.Namespace) -> int:
         f"ECE {m['expected_calibration_error']:.4f} "
         f"({manifest['rows']['train']} train / {manifest['rows']['holdout']} holdout rows)"
     )
-    print(f"artifact, manifest and report.png in {settings.model_path}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

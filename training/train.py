@@ -69,8 +69,9 @@ def _time_range(transactions: Path) -> tuple[datetime, datetime]:
     return lo.astimezone(timezone.utc), hi.astimezone(timezone.utc)
 
 
-def train(settings: Settings, cfg: TrainConfig) -> dict[str, Any]:
-    """Build the PIT training set through Feast, fit, evaluate on the last days, save."""
+def train(settings: Settings, cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """Build the PIT training set through Feast, fit, evaluate on the last days, and write
+    the artifact to ``out`` (replaced as a whole); returns the manifest."""
     store = open_store(settings)
     service = feature_service(store)
     features = feature_order(service)
@@ -92,7 +93,7 @@ def train(settings: Settings, cfg: TrainConfig) -> dict[str, Any]:
     holdout = pipeline.predict_proba(x[~is_train])[:, 1]
     summary = metrics(y[~is_train], holdout)
 
-    final = settings.model_path
+    final = out
     staging = final.with_name(final.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 
 from core.contract import feature_order
+from core.models import pin_models
 from core.predictor import MANIFEST_FILE, ContractMismatch, Predictor
 from core.store import feature_service, open_store
+from harness.models import champion_dir
 from tests.conftest import Stack
 from training.dataset import entity_frame, training_frame
 
@@ -21,20 +23,20 @@ pytestmark = pytest.mark.integration
 
 
 def test_holdout_quality_and_manifest(trained: Stack) -> None:
-    manifest = json.loads((trained.settings.model_path / MANIFEST_FILE).read_text())
+    manifest = json.loads((champion_dir(trained.settings) / MANIFEST_FILE).read_text())
     assert manifest["metrics"]["roc_auc"] >= 0.85
     assert 0 < manifest["metrics"]["pr_auc"] <= 1
     assert manifest["metrics"]["expected_calibration_error"] < 0.05
     for key in ("model_version", "training_window", "libraries", "checksum", "defaults"):
         assert manifest[key]
     assert manifest["training_window"]["end"] == manifest["holdout_window"]["start"]
-    assert (trained.settings.model_path / "report.png").stat().st_size > 10_000
+    assert (champion_dir(trained.settings) / "report.png").stat().st_size > 10_000
 
 
 def test_artifact_round_trip_in_feature_service_order(trained: Stack) -> None:
     store = open_store(trained.settings)
     service = feature_service(store)
-    predictor = Predictor.load(trained.settings.model_path, service)
+    predictor = pin_models(trained.settings, service).champion
     assert predictor.features == feature_order(service)
 
     tx = trained.settings.data_dir / "transactions.parquet"
@@ -48,7 +50,7 @@ def test_artifact_round_trip_in_feature_service_order(trained: Stack) -> None:
 def test_mismatched_artifact_is_refused(trained: Stack, tmp_path: Path) -> None:
     assert trained.python("-m", "training", "--verify-only").returncode == 0
     bad = tmp_path / "model"
-    shutil.copytree(trained.settings.model_path, bad)
+    shutil.copytree(champion_dir(trained.settings), bad)
     manifest = json.loads((bad / MANIFEST_FILE).read_text())
     manifest["features"] = manifest["features"][::-1]
     (bad / MANIFEST_FILE).write_text(json.dumps(manifest))

@@ -1,0 +1,1 @@
+"""The model registry (MLflow's): registration by training, aliases, the ``fraud-models`` CLI."""
