@@ -119,7 +119,7 @@ def _shifted(frame: pd.DataFrame, shift: pd.Timedelta, *columns: str) -> pd.Data
 def _configure(yaml: Path, project: str) -> None:
     """Its own project (Redis keys include it) whose online keys expire on their own."""
     text = yaml.read_text().replace("project: fraud_scoring", f"project: {project}")
-    text = text.replace("  type: redis\n", f"  type: redis\n  key_ttl_seconds: {KEY_TTL_S}\n")
+    text = text.replace("  redis_type:", f"  key_ttl_seconds: {KEY_TTL_S}\n  redis_type:")
     if project not in text or "key_ttl_seconds" not in text:
         raise RuntimeError(f"unexpected layout of {yaml}")
     yaml.write_text(text)
