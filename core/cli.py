@@ -9,7 +9,16 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
-OUR_PACKAGES = ("core", "datagen", "training", "devservices", "batch", "serving", "streaming")
+OUR_PACKAGES = (
+    "core",
+    "datagen",
+    "training",
+    "devservices",
+    "batch",
+    "serving",
+    "streaming",
+    "registry",
+)
 
 
 class UserError(Exception):

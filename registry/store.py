@@ -61,7 +61,7 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", message="The ``noload`` loader strategy")
 
 
-def _mlflow_error(exc: Exception) -> str | None:
+def mlflow_error(exc: Exception) -> str | None:
     """MLflow's error code, or None if ``exc`` is not MLflow's."""
     code = getattr(exc, "error_code", None)
     return str(code) if code is not None else None
@@ -108,7 +108,7 @@ class Registry:
         try:
             model = self.client.get_registered_model(self.name)
         except Exception as exc:
-            if _mlflow_error(exc) == "RESOURCE_DOES_NOT_EXIST":
+            if mlflow_error(exc) == "RESOURCE_DOES_NOT_EXIST":
                 return {}
             raise
         return {alias: str(version) for alias, version in model.aliases.items()}
@@ -120,7 +120,7 @@ class Registry:
         try:
             return self.client.get_model_version(self.name, version)
         except Exception as exc:
-            if _mlflow_error(exc) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            if mlflow_error(exc) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
                 known = ", ".join(v.version for v in self.versions()) or "none"
                 raise UserError(
                     f"no version {version} of {self.describe()} (versions: {known})"
@@ -130,13 +130,14 @@ class Registry:
     def versions(self) -> list[Version]:
         """Every version, newest first, with its run's metrics."""
         found = self.client.search_model_versions(f"name = '{self.name}'")
+        aliases = self.aliases()  # search results leave a version's aliases out
         out = []
         for mv in sorted(found, key=lambda v: int(v.version), reverse=True):
             metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
             out.append(
                 Version(
                     str(mv.version),
-                    list(mv.aliases),
+                    sorted(a for a, v in aliases.items() if v == str(mv.version)),
                     dict(mv.tags),
                     mv.run_id,
                     int(mv.creation_timestamp),
@@ -221,7 +222,7 @@ class Registry:
                 self.name, description="Fraud probability per transaction (training/train.py)."
             )
         except Exception as exc:
-            if _mlflow_error(exc) != "RESOURCE_ALREADY_EXISTS":
+            if mlflow_error(exc) != "RESOURCE_ALREADY_EXISTS":
                 raise
 
     def set_alias(self, alias: str, version: str) -> None:

@@ -31,22 +31,27 @@ from pyspark.sql import SparkSession
 
 from batch import output
 from batch.entities import VIEW, define_entities
-from batch.plan import build_plan
+from batch.plan import RetrievalPlan, build_plan
 from batch.retrieve import duckdb_features
 from batch.score import Engine, ScoreOptions, run_score
 from batch.spark_input import select_day, session
 from batch.spark_job import check_sources, features
 from core import storage
-from core.contract import BATCH_SCORE_VIEW
+from core.contract import BATCH_SCORE_VIEW, FEATURE_SERVICE_NAME, feature_order
 from core.duck import connect
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import copy_feature_repo, feature_service, open_store
 from datagen.generate import PUBLISHED_SCORE_SCHEMA
 from devservices.spark_jars import ensure_spark_jars
+from harness.models import champion_dir
 from harness.report import table
 from tests.conftest import Stack, feast_cli
 from tests.integration.test_batch_equivalence import T0, US, H, crafted
-from tests.integration.test_batch_object_store import bucket, s3_env  # noqa: F401 (fixtures)
+from tests.integration.test_batch_object_store import (  # noqa: F401 (bucket, s3_env: fixtures)
+    bucket,
+    s3_env,
+    s3_sources,
+)
 from verify import fuzz_batch
 
 pytestmark = pytest.mark.integration
@@ -119,7 +124,7 @@ def corners(trained: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     settings = Settings(
         feature_repo=root / "feature_repo",
         redis_connection_string=trained.settings.redis_connection_string,
-        model_dir=trained.settings.model_path,
+        model_dir=champion_dir(trained.settings),
         spark_conf=SPARK_CONF,
     )
     ensure_spark_jars(settings)  # make install's step: s3a on the one session's classpath
@@ -142,23 +147,32 @@ def _rows(partition: Path) -> pd.DataFrame:
     return frame.sort_values("transaction_id").reset_index(drop=True)
 
 
+def _spark_and_duckdb_joins(
+    spark: SparkSession, plan: RetrievalPlan, source: str, local: Corners
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The Spark join of ``plan`` over the transactions at ``source``, and the DuckDB fast
+    path's over the local corner files, each sorted by transaction; equal selections."""
+    entities, sel = select_day(spark, source, DAY, None)
+    got = features(plan, check_sources(spark, plan, sel), entities, sel).toPandas()
+    store = open_store(local.settings)
+    local_plan = build_plan(store, feature_service(store))
+    con = connect()
+    duck = define_entities(con, str(local.settings.data_dir / "transactions.parquet"), DAY, None)
+    assert (duck.rows, duck.first, duck.last) == (sel.rows, sel.first, sel.last)
+    assert duck.first is not None and duck.last is not None
+    want = duckdb_features(con.cursor(), local_plan, VIEW, duck.first, duck.last).to_pandas()
+    names = ["transaction_id", "user_id", *(f for v in plan.views for f in v.features)]
+    assert len(got) == sel.rows > 100
+    return tuple(  # type: ignore[return-value]
+        f[names].sort_values("transaction_id").reset_index(drop=True) for f in (got, want)
+    )
+
+
 def test_spark_features_equal_the_duckdb_join_at_every_corner(corners: Corners) -> None:
     store = open_store(corners.settings)
     plan = build_plan(store, feature_service(store))
     source = str(corners.settings.data_dir / "transactions.parquet")
-    entities, sel = select_day(corners.spark, source, DAY, None)
-    got = features(plan, check_sources(corners.spark, plan, sel), entities, sel).toPandas()
-
-    con = connect()
-    duck = define_entities(con, source, DAY, None)
-    assert (duck.rows, duck.first, duck.last) == (sel.rows, sel.first, sel.last)
-    assert duck.first is not None and duck.last is not None
-    want = duckdb_features(con.cursor(), plan, VIEW, duck.first, duck.last).to_pandas()
-
-    names = ["transaction_id", "user_id", *(f for v in plan.views for f in v.features)]
-    want = want[names].sort_values("transaction_id").reset_index(drop=True)
-    got = got[names].sort_values("transaction_id").reset_index(drop=True)
-    assert len(got) == sel.rows > 100
+    got, want = _spark_and_duckdb_joins(corners.spark, plan, source, corners)
     pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=False)
 
     row = got.set_index("transaction_id")
@@ -169,6 +183,30 @@ def test_spark_features_equal_the_duckdb_join_at_every_corner(corners: Corners) 
     assert twins.iloc[0].equals(twins.iloc[1])
     unknown = row[row.user_id.between(40, 41)]  # users with no rows anywhere
     assert len(unknown) and unknown[["account_age_days", "txn_count_1h"]].isna().all().all()
+
+
+def test_feast_apply_on_the_spark_yaml_registers_the_same_feature_service(
+    trained: Stack, corners: Corners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FEAST_SOURCE=spark feast -f feature_store.spark.yaml apply``, as the README says: the
+    same FeatureService and feature list as the default yaml's, over SparkSource sources."""
+    repo = corners.settings.feature_repo
+    spark_yaml = repo / "feature_store.spark.yaml"
+    out = trained.run(
+        feast_cli(), "-f", str(spark_yaml), "apply", cwd=repo, env={"FEAST_SOURCE": "spark"}
+    )
+    assert out.returncode == 0, out.stderr
+    registered = []
+    for yaml in (repo / "feature_store.yaml", spark_yaml):
+        monkeypatch.setenv("FEAST_FS_YAML_FILE_PATH", str(yaml))
+        store = open_store(corners.settings)
+        service = feature_service(store)
+        sources = {type(v.batch_source).__name__ for v in store.list_feature_views()}
+        registered.append((service.name, feature_order(service), sources))
+    (name, order, file_sources), (spark_name, spark_order, spark_sources) = registered
+    assert (spark_name, spark_order) == (name, order) == (FEATURE_SERVICE_NAME, order)
+    assert len(order) > 10
+    assert (file_sources, spark_sources) == ({"FileSource"}, {"SparkSource"})
 
 
 def test_spark_job_output_equals_the_duckdb_engine_row_for_row(corners: Corners) -> None:
@@ -201,6 +239,21 @@ def s3_source(corners: Corners, bucket: str) -> str:  # noqa: F811 (the fixture)
         pq.read_table(corners.root / "data" / "transactions.parquet"), path, filesystem=fs
     )
     return source
+
+
+def test_spark_reads_feature_sources_and_transactions_from_s3(
+    corners: Corners,
+    bucket: str,  # noqa: F811 (the fixture)
+    s3_source: str,
+) -> None:
+    """Every view's source and the day's transactions on s3:// (s3a on s3proxy): the Spark
+    join equals the DuckDB fast path's over the local files, row for row."""
+    store = open_store(corners.settings)
+    plan = s3_sources(build_plan(store, feature_service(store)), f"{bucket}/spark-features")
+    assert all(view.path.startswith("s3://") for view in plan.views)
+    spark = session(corners.settings)  # the module's session, given today's AWS variables
+    got, want = _spark_and_duckdb_joins(spark, plan, s3_source, corners)
+    pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=False)
 
 
 def test_spark_on_s3_equals_duckdb_on_local_files_and_commits_by_manifest(
@@ -323,7 +376,7 @@ def test_spark_job_killed_mid_write_leaves_the_previous_partition_whole(
     env = os.environ | {
         "FEATURE_REPO": str(corners.settings.feature_repo),
         "REDIS_CONNECTION_STRING": corners.settings.redis_connection_string,
-        "MODEL_DIR": str(corners.settings.model_path),
+        "MODEL_DIR": str(champion_dir(corners.settings)),
         "SPARK_MASTER": "local[1]",  # tasks one at a time: a long window of staged output
         "SPARK_CONF": json.dumps(SPARK_CONF),
     }

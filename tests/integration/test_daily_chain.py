@@ -23,6 +23,7 @@ from batch.output import read_day
 from core.contract import MERCHANT_PROFILE_VIEW, USER_PROFILE_VIEW, WINDOWS_VIEW
 from core.settings import PROJECT_ROOT
 from core.store import open_store
+from harness.models import champion_dir
 from harness.workspace import Workspace, create
 from tests.conftest import Clock, Stack
 
@@ -38,7 +39,7 @@ def chain(trained: Stack, tmp_path_factory: pytest.TempPathFactory) -> Workspace
         tmp_path_factory.mktemp("daily"),
         s.redis_connection_string,
         redis_timeout_ms=2000,
-        model_dir=s.model_path,
+        model_dir=champion_dir(s),
     )
     skip = shutil.ignore_patterns("registry.db", "model", "scores", "runs", "published_*")
     shutil.copytree(s.data_dir, ws.settings.data_dir, ignore=skip, dirs_exist_ok=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import champion_dir
 from harness.report import table
 from tests.conftest import Stack
 from verify.parity import Budget, measure
@@ -17,7 +18,7 @@ def test_four_modes_score_the_sample_alike(ready: Stack, tmp_path: Path) -> None
     """A few hundred events of 150 users, through the real job, broker, stream and API."""
     budget = Budget(
         source=ready.settings.data_dir,
-        model_dir=ready.settings.model_path,
+        model_dir=champion_dir(ready.settings),
         redis_url=ready.settings.redis_connection_string,
         root=tmp_path,
         users=150,

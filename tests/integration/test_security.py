@@ -28,7 +28,7 @@ from fastapi import HTTPException
 from pydantic import SecretStr
 
 from core.kafka import client_config
-from core.predictor import Predictor
+from core.models import pin_models
 from core.settings import PROJECT_ROOT, Settings
 from core.store import feature_service, open_store
 from devservices.kafka_broker import SINGLE_NODE_PROPERTIES, ensure_jars, find_java
@@ -113,7 +113,7 @@ def _sdk_score(stack: Stack, connection_string: str, row: dict[str, Any]) -> flo
     store = open_store(settings)
     service = feature_service(store)
     columns = store.get_online_features(features=service, entity_rows=[row]).to_dict()
-    predictor = Predictor.load(stack.settings.model_path, service)
+    predictor = pin_models(stack.settings, service).champion
     return float(predictor.predict(columns)[0])
 
 

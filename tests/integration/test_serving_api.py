@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.aggregations import FEATURE_NAMES
-from core.predictor import Predictor
+from core.models import pin_models
 from core.store import feature_service, open_store
 from harness.servers import SAMPLE_REQUEST
 from serving.app import create_app
@@ -31,7 +31,7 @@ def sdk_score(stack: Stack, row: dict[str, Any]) -> tuple[float, dict[str, list[
     store = open_store(stack.settings)
     service = feature_service(store)
     features = store.get_online_features(features=service, entity_rows=[row]).to_dict()
-    return float(Predictor.load(stack.settings.model_path, service).predict(features)[0]), features
+    return float(pin_models(stack.settings, service).champion.predict(features)[0]), features
 
 
 def test_prediction_equals_predictor_on_sdk_features(client: TestClient, ready: Stack) -> None:
@@ -72,7 +72,7 @@ def test_stale_features_count_as_missing(ready: Stack) -> None:
     unknown = sdk_score(ready, SAMPLE_REQUEST | {"user_id": 10**15})[1]
     with_defaults = sdk_score(ready, SAMPLE_REQUEST)[1] | {n: unknown[n] for n in FEATURE_NAMES}
     service = feature_service(open_store(ready.settings))
-    expected = Predictor.load(ready.settings.model_path, service).predict(with_defaults)[0]
+    expected = pin_models(ready.settings, service).champion.predict(with_defaults)[0]
     assert body["score"] == float(expected)
 
 

@@ -19,6 +19,7 @@ import joblib
 import pytest
 
 from core.predictor import MANIFEST_FILE, MODEL_FILE, file_sha256
+from harness.models import champion_dir
 from harness.servers import SAMPLE_REQUEST, serving_process
 from tests.conftest import Stack
 
@@ -55,7 +56,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 def test_model_reload_under_load_fails_no_request(ready: Stack, tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
-    shutil.copytree(ready.settings.model_path, model_dir)
+    shutil.copytree(champion_dir(ready.settings), model_dir)
     env = {"MODEL_DIR": str(model_dir), "MODEL_RELOAD_INTERVAL_S": "0.2"}
     with serving_process(ready.env | env, tmp_path / "serve.log") as url:
         old = httpx.get(f"{url}/ready").json()["model_version"]

@@ -14,7 +14,7 @@ import pytest
 
 from core.aggregations import FEATURE_NAMES, SECS_SINCE_LAST, to_us
 from core.contract import REQUEST_FIELDS, WINDOWS_VIEW
-from core.predictor import Predictor
+from core.models import pin_models
 from core.store import feature_service, open_store
 from harness.flow import run_cluster, run_flow
 from harness.kafka import Topics, drain, encoded, produce, scores
@@ -53,8 +53,9 @@ def test_events_become_fresh_aggregates_scores_and_dead_letters(ready: Stack) ->
 
     got = scores(bootstrap, topics.scores)
     assert sorted(got.transaction_id) == sorted(events.transaction_id)
-    predictor_version = json.loads((stack.settings.model_path / "manifest.json").read_text())
-    assert set(got.model_version) == {predictor_version["model_version"]}
+    store = open_store(stack.settings)
+    predictor = pin_models(stack.settings, feature_service(store)).champion
+    assert set(got.model_version) == {predictor.version}
     assert (got.latency_ms >= 0).all()
 
     dead = drain(bootstrap, topics.dlq)
@@ -64,8 +65,6 @@ def test_events_become_fresh_aggregates_scores_and_dead_letters(ready: Stack) ->
     assert_online_equals_backfill(stack.settings, events)
 
     # Each user's newest event scores as the online SDK read of the same record would.
-    store = open_store(stack.settings)
-    predictor = Predictor.load(stack.settings.model_path, feature_service(store))
     newest = events.groupby("user_id").tail(1).head(50)
     rows = [
         {"user_id": int(str(r.user_id)), "merchant_id": int(str(r.merchant_id))}
