@@ -98,6 +98,7 @@ bench-feature-log: services-up train ## What feature logging (FEATURE_LOG_DIR) c
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_feature_log
 
 demo: services-up data apply materialize train ## Run everything end to end on a fresh machine
+	$(BIN)/python -m registry list
 	$(BIN)/python -m batch score --publish
 	$(BIN)/python -m scripts.demo_summary
 	$(BIN)/python -m scripts.demo_stream

@@ -35,10 +35,12 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from core.cli import UserError
 from core.duck import connect
 from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from datagen.generate import GeneratorConfig
+from harness.models import champion_dir
 from harness.report import RESULTS_DIR as RESULTS
 from harness.workspace import create, generate_data
 
@@ -52,6 +54,7 @@ def env_for(repo: Path) -> dict[str, str]:
         "FEATURE_REPO": str(repo),
         "REDIS_CONNECTION_STRING": with_db(Settings().redis_connection_string, REDIS_DB),
         "PYTHONPATH": str(PROJECT_ROOT),
+        "MODEL_DIR": str(repo.resolve().parent / "data" / "model"),  # the champion, copied
     }
 
 
@@ -95,13 +98,13 @@ def prepare(rows: int, day: date) -> Path:
 
 
 def model_dir() -> Path:
-    """The project's trained model; trained on the default data first on a fresh clone."""
-    model = Settings().model_path
-    if (model / "manifest.json").exists():
-        return model
-    print("  no trained model in data/model: running `make data apply train` first")
+    """The project's champion; trained on the default data first on a fresh clone."""
+    try:
+        return champion_dir(Settings())
+    except UserError:
+        print("  no champion in the project's registry: running `make data apply train` first")
     subprocess.run(["make", "data", "apply", "train"], cwd=PROJECT_ROOT, check=True)
-    return model
+    return champion_dir(Settings())
 
 
 def probe(kind: str, day: date) -> None:

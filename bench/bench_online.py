@@ -28,6 +28,7 @@ from core.redis_url import parse
 from core.settings import PROJECT_ROOT, Settings
 from datagen.generate import GeneratorConfig
 from harness import redis_cluster as rc
+from harness.models import champion_dir_or_exit
 from harness.report import RESULTS_DIR as RESULTS
 from harness.servers import launched, serving_command
 from harness.workspace import Workspace, prepare
@@ -105,9 +106,7 @@ def wrk(url: str, connections: int, seconds: int, script: Path | None) -> dict[s
 
 
 def run(ws: Workspace, args: argparse.Namespace) -> dict[str, float]:
-    model = PROJECT_ROOT / "data" / "model"
-    if not (model / "manifest.json").exists():
-        raise SystemExit("bench-online: error: no trained model in data/model; run `make train`")
+    model = champion_dir_or_exit(Settings())  # the project's champion
     shutil.copytree(model, ws.settings.data_dir / "model", dirs_exist_ok=True)
     workers = args.workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-online-") as tmpdir:
@@ -121,7 +120,10 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         "feast": lua(tmp / "feast.lua", FEAST_ONE, 1, args.users, args.merchants, False),
     }
     ours, feast = "http://127.0.0.1:18000", "http://127.0.0.1:16566"
-    env = ws.env | {"PROMETHEUS_MULTIPROC_DIR": str(tmp)}  # for feast serve's gunicorn workers
+    env = ws.env | {
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp),  # for feast serve's gunicorn workers
+        "MODEL_DIR": str(ws.settings.data_dir / "model"),
+    }
     feast_cli = str(Path(sys.executable).with_name("feast"))
     serve_ours = serving_command(18000, workers)
     serve_feast = [

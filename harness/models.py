@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from core.cli import UserError
@@ -18,3 +19,12 @@ def champion_dir(settings: Settings) -> Path:
     if version is None:
         raise UserError(f"no champion in {registry.describe()}; run `python -m training`")
     return registry.fetch(version)
+
+
+def champion_dir_or_exit(settings: Settings) -> Path:
+    """``champion_dir``, or exit 2 with its one-line reason (proof and benchmark entry points)."""
+    try:
+        return champion_dir(settings)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

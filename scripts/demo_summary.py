@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 from core.predictor import MANIFEST_FILE
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import open_store
+from harness.models import champion_dir
 from harness.servers import free_port, launched, serving_command
+from registry.store import Registry
 from scripts.schemas import MODELS, path
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
@@ -36,12 +38,15 @@ def offline(settings: Settings) -> None:
     store = open_store(settings)
     views = sorted(v.name for v in store.list_feature_views())
     print(f"  registry           {settings.data_dir / 'registry.db'}: views {', '.join(views)}")
-    manifest = json.loads((settings.model_path / MANIFEST_FILE).read_text())
+    model_dir = champion_dir(settings)
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
     m = manifest["metrics"]
     print(
         f"  model              {manifest['model_version']}: holdout ROC AUC {m['roc_auc']:.3f}, "
-        f"PR AUC {m['pr_auc']:.3f}  ({settings.model_path}/report.png)"
+        f"PR AUC {m['pr_auc']:.3f}  ({model_dir}/report.png)"
     )
+    where = settings.model_dir or f"{Registry(settings).describe()} (fraud-models list)"
+    print(f"  model registry     {where}")
 
 
 def batch(settings: Settings) -> int | None:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from batch.output import is_complete, partition_dir, read_manifest
 from core.settings import PROJECT_ROOT, Settings
+from harness.models import champion_dir_or_exit
 from harness.report import RESULTS_DIR, Check, table, write_json
 
 WAIT_S = 300.0
@@ -234,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="chunks scored in parallel")
     args = parser.parse_args(argv)
     settings = Settings()
-    if not (settings.model_path / "manifest.json").exists():
-        print(f"error: no model in {settings.model_path}; run `make train` first", file=sys.stderr)
-        return 2
+    champion_dir_or_exit(settings)
     workdir = RESULTS_DIR / "faults_batch-work"
     checks = run(settings, workdir, args.budget, args.seed, args.chunks, args.workers)
     print(table(checks))

@@ -47,6 +47,7 @@ from harness.kafka_cluster import (
     longest_gap_s,
     replication,
 )
+from harness.models import champion_dir_or_exit
 from harness.report import RESULTS_DIR, Check, table, write_json
 from harness.stream import outcome_checks, private_events
 from streaming.sinks import ScoreSink
@@ -264,9 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Settings()
     redis = with_db(base.redis_connection_string, args.redis_db)
     settings = base.model_copy(update={"redis_connection_string": redis})
-    if not (settings.model_path / "manifest.json").exists():
-        print(f"error: no model in {settings.model_path}; run `make train` first", file=sys.stderr)
-        return 2
+    champion_dir_or_exit(settings)
     load_merchants(settings)
     workdir = RESULTS_DIR / "faults_kafka_cluster-work"
     shutil.rmtree(workdir, ignore_errors=True)

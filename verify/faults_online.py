@@ -33,6 +33,7 @@ from core.redis_url import describe, sync_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from core.store import feature_service, open_store
 from harness.loadgen import REFUSED, TIMED_OUT, Sample, closed_loop, open_loop, post
+from harness.models import champion_dir_or_exit
 from harness.report import Check, table, write_json
 from harness.servers import (
     PrivateRedis,
@@ -191,7 +192,7 @@ def online_service(
             )
         env = os.environ | {
             "FEATURE_REPO": str(settings.feature_repo),
-            "MODEL_DIR": str(settings.model_path),
+            "MODEL_DIR": str(champion_dir_or_exit(settings)),
             "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
             "REDIS_TIMEOUT_MS": str(settings.redis_timeout_ms),
             "SERVING_LIMIT_CONCURRENCY": str(settings.serving_limit_concurrency),

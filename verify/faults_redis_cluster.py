@@ -34,6 +34,7 @@ from harness import redis_cluster as rc
 from harness.flow import flow_env, interrupt, launch_flow
 from harness.kafka import PacedProducer, ScoreWatcher
 from harness.loadgen import Sample, open_loop, post
+from harness.models import champion_dir_or_exit
 from harness.report import RESULTS_DIR, Check, table, write_json
 from harness.servers import PrivateRedis, free_port, launched, serving_command
 from harness.stream import fresh_topics, outcome_checks, private_events
@@ -48,10 +49,10 @@ def cluster_workspace(base: Settings, workdir: Path) -> Workspace:
     materialized into it."""
     settings = rc.cluster_settings(base)
     rc.flush(settings)
-    ws = create(workdir, settings.redis_connection_string, redis_type="redis_cluster")
+    model = champion_dir_or_exit(base)
+    url = settings.redis_connection_string
+    ws = create(workdir, url, redis_type="redis_cluster", model_dir=model)
     shutil.copytree(base.data_dir, ws.settings.data_dir, dirs_exist_ok=True)
-    if base.model_dir is not None:
-        shutil.copytree(base.model_path, ws.settings.model_path, dirs_exist_ok=True)
     now = datetime.now(timezone.utc)
     ws.materialize(now - timedelta(days=3), now)
     return ws
@@ -80,7 +81,7 @@ def api_under_kill(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     bodies = [json.dumps(r).encode() for r in sample_rows(max(64, int(rate * seconds / 4)))]
-    env = ws.env | {"MODEL_DIR": str(ws.settings.model_path)}
+    env = ws.env  # its MODEL_DIR: the champion cluster_workspace pinned
     times: dict[str, float] = {}
     log = ws.settings.data_dir / "serve.log"
     max_age, view_of = view_limits(ws.settings)
@@ -140,7 +141,7 @@ def stream_under_kill(
     topics = fresh_topics(bootstrap)
     watcher = ScoreWatcher(bootstrap, topics.scores)
     producer = PacedProducer(bootstrap, topics.transactions, events, seconds)
-    env = flow_env(settings, bootstrap, topics) | {"MODEL_DIR": str(settings.model_path)}
+    env = flow_env(settings, bootstrap, topics) | {"MODEL_DIR": str(settings.model_dir)}
     workdir = settings.data_dir / "stream-kill"
     flow = launch_flow(env, workdir / "recovery", workdir / "flow.log", tail=True)
     pid = flow.pid
@@ -182,9 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=3000, help="events in the stream case")
     args = parser.parse_args(argv)
     base = Settings()
-    if not (base.model_path / "manifest.json").exists():
-        print(f"error: no model in {base.model_path}; run `make train` first", file=sys.stderr)
-        return 2
     workdir = RESULTS_DIR / "faults_redis_cluster-workspace"
     ws = cluster_workspace(base, workdir)
     checks = api_under_kill(ws, args.rate, args.seconds, args.kill_at)

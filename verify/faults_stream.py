@@ -30,6 +30,7 @@ from core.settings import Settings
 from core.store import open_store
 from harness.flow import flow_env, interrupt, launch_flow
 from harness.kafka import PacedProducer, ScoreWatcher
+from harness.models import champion_dir_or_exit
 from harness.report import RESULTS_DIR, Check, table, write_json
 from harness.servers import PrivateKafka
 from harness.stream import fresh_topics, outcome_checks, private_events
@@ -223,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Settings()
     redis = with_db(base.redis_connection_string, args.redis_db)
     settings = base.model_copy(update={"redis_connection_string": redis})
-    if not (settings.model_path / "manifest.json").exists():
-        print(f"error: no model in {settings.model_path}; run `make train` first", file=sys.stderr)
-        return 2
+    champion_dir_or_exit(settings)
     load_merchants(settings)
     workdir = RESULTS_DIR / "faults_stream-work"
     shutil.rmtree(workdir, ignore_errors=True)

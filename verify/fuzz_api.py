@@ -36,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
 
 from core.cli import Parser, run_cli
 from core.settings import PROJECT_ROOT, Settings, get_settings
+from harness.models import champion_dir_or_exit
 from harness.report import Check, table, write_json
 from harness.servers import free_port, launched, serving_command
 
@@ -134,7 +135,7 @@ def served(settings: Settings, workdir: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     env = os.environ | {
         "FEATURE_REPO": str(settings.feature_repo),
-        "MODEL_DIR": str(settings.model_path),
+        "MODEL_DIR": str(champion_dir_or_exit(settings)),
         "REDIS_CONNECTION_STRING": settings.redis_connection_string,
         "REDIS_TIMEOUT_MS": str(settings.redis_timeout_ms),
     }

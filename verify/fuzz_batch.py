@@ -37,6 +37,7 @@ import pandas as pd
 from core.cli import Parser, run_cli
 from core.settings import PROJECT_ROOT, Settings
 from core.store import copy_feature_repo
+from harness.models import champion_dir_or_exit
 from harness.report import Check, table, write_json
 
 Mutate = Callable[[pd.DataFrame, date], pd.DataFrame]  # (file, the scored day)
@@ -178,7 +179,7 @@ def prepare(settings: Settings, root: Path, day: date, rows: int) -> dict[str, s
     source = settings.data_dir
     for view in (*SOURCES, "published_scores"):
         shutil.copy2(source / f"{view}.parquet", data / f"{view}.parquet")
-    shutil.copytree(settings.model_path, data / "model")
+    shutil.copytree(champion_dir_or_exit(settings), data / "model")
     tx = pd.read_parquet(source / "transactions.parquet")
     start = pd.Timestamp(day.isoformat(), tz="UTC")
     tx = tx[(tx.event_timestamp >= start) & (tx.event_timestamp < start + pd.Timedelta(days=1))]
@@ -189,7 +190,7 @@ def prepare(settings: Settings, root: Path, day: date, rows: int) -> dict[str, s
         "REDIS_TYPE": settings.redis_type,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
     }
-    env.pop("MODEL_DIR", None)
+    env["MODEL_DIR"] = str(data / "model")  # the champion, copied
     feast = str(Path(sys.executable).with_name("feast"))
     for argv, cwd in (
         ([feast, "apply"], repo),
