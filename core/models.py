@@ -128,8 +128,10 @@ class ModelWatcher:
     or a forced check.
     """
 
-    def __init__(self, settings: Settings, service: FeatureService) -> None:
-        self._source = open_source(settings, service)
+    def __init__(
+        self, settings: Settings, service: FeatureService, source: Source | None = None
+    ) -> None:
+        self._source = source or open_source(settings, service)
         self._interval = settings.model_reload_interval_s
         self._lock = threading.Lock()  # the thread's checks and /admin/reload's
         self._stop = threading.Event()
@@ -157,6 +159,7 @@ class ModelWatcher:
                 if isinstance(self._source, RegistrySource):
                     self._note(f"no champion in {self._source.describe()}; keeping the last one")
             if keys == self._loaded and not force:
+                self.refused = None  # e.g. rolled back from a refused candidate
                 return False
             old = self.current
             champion = self._role(CHAMPION, keys, old.champion, force)
