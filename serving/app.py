@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from feast import FeatureService, FeatureStore
 
 from core.contract import BATCH_SCORE_VIEW
+from core.models import ModelWatcher
 from core.redis_url import describe
 from core.settings import Settings, get_settings
 from core.store import feature_service, open_store
@@ -25,7 +26,7 @@ from serving.deps import UNAUTHORIZED, ServingState, require_api_key
 from serving.feature_log import FeatureLog
 from serving.logs import configure_logging
 from serving.metrics import Metrics
-from serving.model import ModelHolder
+from serving.model import ServedModels
 from serving.online import (
     OnlineFeatureReader,
     OnlineStoreRefused,
@@ -87,7 +88,7 @@ async def _lifespan(app: FastAPI, settings: Settings, metrics: Metrics) -> Async
         metrics=metrics,
         reader=OnlineFeatureReader(store, service, client, max_age),
         scores=OnlineFeatureReader(store, _scores_service(store), client, max_age),
-        model=ModelHolder(settings.model_path, service),
+        model=ServedModels(await asyncio.to_thread(ModelWatcher, settings, service), metrics),
         service_name=service.name,
         timeout_s=settings.redis_timeout_ms / 1000,
         feature_log=_feature_log(settings, store, service),
@@ -95,8 +96,8 @@ async def _lifespan(app: FastAPI, settings: Settings, metrics: Metrics) -> Async
     state.metrics.set_max_ages({p.name: p.max_age_s for p in state.reader.plans if p.max_age_s})
     await _first_connection(state)
     gc.freeze()  # the registry's long-lived objects leave full collections (docs/performance.md)
-    watcher = asyncio.create_task(_watch_model(state))
-    log.info("serving %s with model %s", service.name, state.model.predictor.version)
+    watcher = asyncio.create_task(state.model.watch(settings.model_reload_interval_s))
+    log.info("serving %s with model %s", service.name, state.model.version)
     yield
     watcher.cancel()
     if state.feature_log is not None:
@@ -135,17 +136,6 @@ def _scores_service(store: FeatureStore) -> FeatureService:
     return FeatureService(
         name="published_scores", features=[store.get_feature_view(BATCH_SCORE_VIEW)]
     )
-
-
-async def _watch_model(state: ServingState) -> None:
-    while True:
-        await asyncio.sleep(state.settings.model_reload_interval_s)
-        try:
-            if await asyncio.to_thread(state.model.reload_if_changed):
-                state.metrics.reloads.labels("ok").inc()
-        except Exception as exc:  # a half-written or mismatched artifact: keep serving the old
-            state.metrics.reloads.labels("refused").inc()
-            log.warning("model reload refused: %s", exc)
 
 
 def _error_handlers(app: FastAPI, metrics: Metrics) -> None:

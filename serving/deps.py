@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from core.settings import Settings
 from serving.feature_log import FeatureLog
 from serving.metrics import Metrics
-from serving.model import ModelHolder
+from serving.model import ServedModels
 from serving.online import OnlineFeatureReader
 from serving.schemas import ErrorResponse
 
@@ -30,7 +30,7 @@ class ServingState:
     metrics: Metrics
     reader: OnlineFeatureReader
     scores: OnlineFeatureReader  # the published nightly scores
-    model: ModelHolder
+    model: ServedModels  # .current: the Models a request scores with
     service_name: str
     timeout_s: float
     feature_log: FeatureLog | None = None  # FEATURE_LOG_DIR: the served vectors, for skew checks

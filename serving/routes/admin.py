@@ -1,8 +1,6 @@
-"""``POST /admin/reload``: load a new model artifact now, in the worker that answers."""
+"""``POST /admin/reload``: follow the registry's aliases now, in the worker that answers."""
 
 from __future__ import annotations
-
-import asyncio
 
 from fastapi import APIRouter, HTTPException
 
@@ -21,10 +19,10 @@ router = APIRouter(
     responses={409: {"model": ErrorResponse, "description": "artifact refused"}},
 )
 async def reload(state: StateDep) -> ReloadResponse:
-    try:
-        swapped = await asyncio.to_thread(state.model.reload_if_changed, True)
-    except Exception as exc:
-        state.metrics.reloads.labels("refused").inc()
-        raise HTTPException(409, f"new artifact refused, still serving the old one: {exc}") from exc
-    state.metrics.reloads.labels("ok" if swapped else "unchanged").inc()
-    return ReloadResponse(model_version=state.model.predictor.version, reloaded=swapped)
+    """Check the registry's aliases (or MODEL_DIR) now, in this worker."""
+    swapped = await state.model.check(force=True)
+    if state.model.refused is not None and not swapped:
+        raise HTTPException(
+            409, f"new artifact refused, still serving the old one: {state.model.refused}"
+        )
+    return ReloadResponse(model_version=state.model.version, reloaded=swapped)

@@ -21,7 +21,8 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", responses={503: {"description": "a dependency is not ready"}})
 async def ready(state: StateDep) -> JSONResponse:
-    """Readiness: Redis answers, the registry and the model are loaded."""
+    """Readiness: Redis answers, the registry and the model are loaded; names the versions
+    in use and why the newest candidate was refused, if it was (still ready then)."""
     # The lifespan loaded the registry and the model before the server took a request.
     checks = {"registry": True, "model": True, "redis": False}
     try:
@@ -30,10 +31,14 @@ async def ready(state: StateDep) -> JSONResponse:
     except OnlineStoreUnavailable:
         pass
     ok = all(checks.values())
+    models = state.model.current
     body: dict[str, Any] = {
         "status": "ready" if ok else "not ready",
         "checks": checks,
-        "model_version": state.model.predictor.version,
+        "model_version": models.champion.version,
+        "challenger_version": None if models.challenger is None else models.challenger.version,
+        # A refused candidate does not make the worker unready: the previous model serves.
+        "model_refused": state.model.refused,
     }
     return JSONResponse(body, status_code=200 if ok else 503)
 
