@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient
 
 from batch import output
 from batch.entities import ID, VIEW, define_entities
-from batch.plan import build_plan
+from batch.plan import RetrievalPlan, build_plan
 from batch.retrieve import duckdb_features
 from batch.score import ScoreOptions, run_score
 from core import storage
@@ -248,17 +248,24 @@ def test_empty_day_commits_an_empty_manifest(
     assert table is not None and table.num_rows == 0
 
 
+def s3_sources(plan: RetrievalPlan, prefix: str) -> RetrievalPlan:
+    """``plan`` with each view's source file copied under ``prefix`` (``s3://``) and read
+    from there, as a ``FileSource(path="s3://...")`` in features.py would give it."""
+    remote_views = []
+    for view in plan.views:
+        remote = f"{prefix}/{Path(view.path).name}"
+        fs, path = storage.filesystem(remote)
+        pq.write_table(pq.read_table(view.path), path, filesystem=fs)
+        remote_views.append(dataclasses.replace(view, path=remote))
+    assert len(remote_views) == len(plan.views) > 0
+    return dataclasses.replace(plan, views=tuple(remote_views))
+
+
 def test_feature_sources_are_read_from_s3(trained: Stack, bucket: str, day: date) -> None:
     """The fast path's join over the views' files copied to s3:// equals it over local ones."""
     store = open_store(trained.settings)
     plan = build_plan(store, feature_service(store))
-    remote_views = []
-    for view in plan.views:
-        remote = f"{bucket}/features/{Path(view.path).name}"
-        fs, path = storage.filesystem(remote)
-        pq.write_table(pq.read_table(view.path), path, filesystem=fs)
-        remote_views.append(dataclasses.replace(view, path=remote))
-    remote_plan = dataclasses.replace(plan, views=tuple(remote_views))
+    remote_plan = s3_sources(plan, f"{bucket}/features")
     con = connect()
     sel = define_entities(con, trained.settings.data_dir / "transactions.parquet", day, None)
     assert sel.first is not None and sel.last is not None
