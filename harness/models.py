@@ -28,3 +28,29 @@ def champion_dir_or_exit(settings: Settings) -> Path:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def private_registry(settings: Settings, workdir: Path) -> Settings:
+    """``settings`` on an MLflow registry of their own under ``workdir`` (never MODEL_DIR), so a
+    test's promotions never move the session's champion."""
+    return settings.model_copy(
+        update={
+            "model_dir": None,
+            "mlflow_tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
+            "mlflow_artifact_location": (workdir / "mlartifacts").as_uri(),
+            "model_cache_dir": workdir / "model-cache",
+        }
+    )
+
+
+def registry_env(settings: Settings) -> dict[str, str]:
+    """The environment a process (CLI, API, stream, batch) needs to use ``settings``' registry."""
+    env = {
+        "MODEL_NAME": settings.model_name,
+        "MODEL_RELOAD_INTERVAL_S": f"{settings.model_reload_interval_s:g}",
+    }
+    for name in ("mlflow_tracking_uri", "mlflow_artifact_location", "model_cache_dir"):
+        value = getattr(settings, name)
+        if value is not None:
+            env[name.upper()] = str(value)
+    return env

@@ -43,7 +43,7 @@ from core.store import feature_service, open_store
 from harness.flow import flow_env, interrupt, launch_flow
 from harness.kafka import PacedProducer, ScoreWatcher, Topics, Worker, read_topic
 from harness.loadgen import Sample, open_loop
-from harness.models import champion_dir
+from harness.models import champion_dir, private_registry, registry_env
 from harness.report import RESULTS_DIR, Check, table, write_json
 from harness.rollout import api_requests, stream_vectors, variant_artifact
 from harness.servers import HOST, free_port, launched, serving_command
@@ -64,31 +64,6 @@ class Versions:
     old: str
     new: str
     predictors: dict[str, Predictor]
-
-
-def private_registry(settings: Settings, workdir: Path) -> Settings:
-    """``settings`` on an MLflow registry of their own under ``workdir`` (never MODEL_DIR)."""
-    return settings.model_copy(
-        update={
-            "model_dir": None,
-            "mlflow_tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
-            "mlflow_artifact_location": (workdir / "mlartifacts").as_uri(),
-            "model_cache_dir": workdir / "model-cache",
-        }
-    )
-
-
-def registry_env(settings: Settings) -> dict[str, str]:
-    """What a process needs to follow ``settings``' registry."""
-    env = {
-        "MODEL_NAME": settings.model_name,
-        "MODEL_RELOAD_INTERVAL_S": f"{settings.model_reload_interval_s:g}",
-    }
-    for name in ("mlflow_tracking_uri", "mlflow_artifact_location", "model_cache_dir"):
-        value = getattr(settings, name)
-        if value is not None:
-            env[name.upper()] = str(value)
-    return env
 
 
 def register_versions(
