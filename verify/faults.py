@@ -1,4 +1,5 @@
-"""``make faults``: every fault case (online, stream, batch, Redis Cluster) in one table.
+"""``make faults``: every fault case (online, stream, batch, Redis Cluster, Kafka cluster, a
+model promotion and rollback under load) in one table.
 
     python -m verify.faults
 
@@ -22,6 +23,7 @@ MODULES = (
     "faults_batch",
     "faults_redis_cluster",
     "faults_kafka_cluster",
+    "rollout",
 )
 
 
