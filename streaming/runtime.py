@@ -1,7 +1,8 @@
 """Per-process resources of the dataflow, built on first use (never at import time).
 
 Bytewax workers of one process are threads; they share one store client, one
-profile cache and one predictor.
+profile cache and one model watcher, which follows the registry's aliases in a thread of
+its own (``core.model_follow``) and swaps between micro-batches.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from core.predictor import Predictor
+from prometheus_client import REGISTRY
+
+from core.model_follow import FollowMetrics, follow_forever
+from core.models import ModelWatcher
+from core.predictor import Models
 from core.settings import Settings
 from core.store import feature_service, open_store
 from streaming.features import ProfileCache, feast_fetch, feature_columns, profile_refs
@@ -62,7 +67,8 @@ class FlowRuntime:
         self.settings = settings
         store = open_store(settings)
         service = feature_service(store)
-        self.predictor = Predictor.load(settings.model_path, service)
+        # Followed off the scoring path; score() reads .current once per micro-batch.
+        self.models = ModelWatcher(settings, service)
         self.profiles = ProfileCache(
             profile_refs(store, service), feast_fetch(store), settings.stream_profile_cache_s
         )
@@ -72,13 +78,11 @@ class FlowRuntime:
             settings.stream_metrics_host,
             settings.stream_metrics_port,
         )
-        manifest = self.predictor.manifest
-        self.metrics.model.info(
-            {
-                "version": self.predictor.version,
-                "checksum": manifest.checksum,
-                "feature_service": service.name,
-            }
+        follow_forever(
+            self.models,
+            _follow_metrics(),
+            settings.model_reload_interval_s,
+            lambda models: self.metrics.model.info(_model_info(models, service.name)),
         )
         self._lock = threading.Lock()
         tune_gc()
@@ -128,9 +132,10 @@ class FlowRuntime:
         began = time.perf_counter()
         at_event = [a for s in stepped for a in s.at_event]
         columns = feature_columns(events, at_event)
-        scores = self.predictor.predict(columns).tolist()
+        predictor = self.models.current.champion  # once per micro-batch: one version each
+        scores = predictor.predict(columns).tolist()
         now_ms = time.time() * 1000
-        version = self.predictor.version
+        version = predictor.version
         out = []
         for enriched, s in zip(events, scores, strict=True):
             event = enriched.event
@@ -168,8 +173,29 @@ class FlowRuntime:
         return letters
 
 
+def _model_info(models: Models, service: str) -> dict[str, str]:
+    """The stream_model info: the versions scoring now."""
+    info = {
+        "version": models.champion.version,
+        "checksum": models.champion.manifest.checksum,
+        "feature_service": service,
+    }
+    if models.challenger is not None:
+        info["challenger_version"] = models.challenger.version
+    return info
+
+
 _lock = threading.Lock()
 _runtimes: dict[str, FlowRuntime] = {}
+_follow: list[FollowMetrics] = []  # one per process: the metrics live on the default registry
+_follow_lock = threading.Lock()
+
+
+def _follow_metrics() -> FollowMetrics:
+    with _follow_lock:  # not _lock: get_flow_runtime holds it while a runtime is built
+        if not _follow:
+            _follow.append(FollowMetrics("stream", REGISTRY))
+        return _follow[0]
 
 
 def get_flow_runtime(settings: Settings) -> FlowRuntime:
