@@ -91,8 +91,8 @@ bench-batch: services-up data apply train ## Batch benchmark: our job vs Feast r
 serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVING_PORT (8000)
 	$(BIN)/python -m serving
 
-bench-online: services-up data apply train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk)
-	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online
+bench-online: services-up data apply train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk); CHALLENGER=1: with a shadow-scored challenger
+	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online $(if $(CHALLENGER),--challenger)
 
 bench-feature-log: services-up train ## What feature logging (FEATURE_LOG_DIR) costs the API: latency off vs on
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_feature_log

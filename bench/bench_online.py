@@ -28,10 +28,13 @@ from core.redis_url import parse
 from core.settings import PROJECT_ROOT, Settings
 from datagen.generate import GeneratorConfig
 from harness import redis_cluster as rc
-from harness.models import champion_dir_or_exit
+from harness.models import champion_dir_or_exit, registry_env
 from harness.report import RESULTS_DIR as RESULTS
+from harness.rollout import prepare
 from harness.servers import launched, serving_command
-from harness.workspace import Workspace, prepare
+from harness.workspace import Workspace
+from harness.workspace import prepare as prepare_workspace
+from registry.store import CHALLENGER, Registry
 
 BODY_LUA = """
 math.randomseed(%(seed)d)
@@ -120,10 +123,8 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         "feast": lua(tmp / "feast.lua", FEAST_ONE, 1, args.users, args.merchants, False),
     }
     ours, feast = "http://127.0.0.1:18000", "http://127.0.0.1:16566"
-    env = ws.env | {
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp),  # for feast serve's gunicorn workers
-        "MODEL_DIR": str(ws.settings.data_dir / "model"),
-    }
+    env = ws.env | {"PROMETHEUS_MULTIPROC_DIR": str(tmp)}  # for feast serve's gunicorn workers
+    env |= _model_env(ws, args.challenger)
     feast_cli = str(Path(sys.executable).with_name("feast"))
     serve_ours = serving_command(18000, workers)
     serve_feast = [
@@ -181,6 +182,19 @@ def _loads(ws: Workspace, args: argparse.Namespace, workers: int, tmp: Path) -> 
         noop16["rps"],
     )
     return r
+
+
+def _model_env(ws: Workspace, challenger: bool) -> dict[str, str]:
+    """The champion alone (MODEL_DIR), or with ``challenger`` a private registry whose
+    champion is that artifact and whose challenger is a variant of it, shadow-scored on every
+    request (harness.rollout)."""
+    model = ws.settings.data_dir / "model"
+    if not challenger:
+        return {"MODEL_DIR": str(model)}
+    settings = ws.settings_with(model_dir=model)
+    private, versions = prepare(settings, ws.settings.data_dir / "registry-challenger")
+    Registry(private).set_alias(CHALLENGER, versions.new.rpartition("/")[2])
+    return registry_env(private)
 
 
 def cpu_seconds(ws: Workspace, port: int) -> tuple[float, float]:
@@ -278,16 +292,24 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk load")
     parser.add_argument("--workers", type=int, default=0, help="default: one per core")
     parser.add_argument("--redis-db", type=int, default=9)
+    parser.add_argument(
+        "--challenger",
+        action="store_true",
+        help="a challenger set: the API shadow-scores a second model on every request"
+        " (results in online_challenger.json)",
+    )
     args = parser.parse_args()
     cluster = Settings().redis_type == "redis_cluster"
-    args.name = "online_cluster" if cluster else "online"
+    args.name = ("online_cluster" if cluster else "online") + (
+        "_challenger" if args.challenger else ""
+    )
     ensure_wrk()
     RESULTS.mkdir(parents=True, exist_ok=True)
     print("preparing the workspace ...", flush=True)
     cfg = GeneratorConfig(
         users=args.users, merchants=args.merchants, days=2, txns_per_day=args.users
     )
-    result = run(prepare(args.name, cfg, args.redis_db), args)
+    result = run(prepare_workspace(args.name, cfg, args.redis_db), args)
     report(result)
     out = RESULTS / f"{args.name}.json"
     out.write_text(json.dumps(result, indent=2))

@@ -1,6 +1,7 @@
-"""What the rollout proof and its tests share: model versions that score differently (and
-broken ones), and each streamed event's input vector rebuilt independently of the flow, so a
-score can be recomputed with the version it names.
+"""What the rollout proof, its tests and the shadow-scoring benchmark share: a private
+registry with two versions that score differently (and broken artifacts), and each streamed
+event's input vector rebuilt independently of the flow, so a score can be recomputed with the
+version it names.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,9 +18,13 @@ import numpy as np
 import pandas as pd
 from feast import FeatureService, FeatureStore
 
-from core.predictor import MANIFEST_FILE, MODEL_FILE, file_sha256
+from core.predictor import MANIFEST_FILE, MODEL_FILE, Predictor, file_sha256
+from core.settings import Settings
+from core.store import feature_service, open_store
 from harness.loadgen import post
+from harness.models import champion_dir, private_registry
 from harness.reference import request_features, windows_at
+from registry.register import register_trained
 from streaming.features import feast_fetch, profile_refs
 
 _US = 1_000_000
@@ -102,3 +108,38 @@ def stream_vectors(
         row.update(request_features(row))
         rows.append({"transaction_id": event["transaction_id"]} | {f: row[f] for f in features})
     return pd.DataFrame(rows).set_index("transaction_id").astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The private registry's two versions, as every mode names them, and their predictors."""
+
+    old: str
+    new: str
+    predictors: dict[str, Predictor]
+
+
+def register_versions(
+    settings: Settings, source: Path, workdir: Path, service: FeatureService
+) -> Versions:
+    """``source`` as version 1 (the champion) and its scaled variant as version 2."""
+    variant = variant_artifact(source, workdir / "variant")
+    names = []
+    for artifact in (source, variant):
+        manifest = json.loads((artifact / "manifest.json").read_text())
+        names.append(register_trained(settings, artifact, manifest, {}).name)
+    predictors = {
+        name: Predictor.load(artifact, service, name)
+        for name, artifact in zip(names, (source, variant), strict=True)
+    }
+    return Versions(names[0], names[1], predictors)
+
+
+def prepare(settings: Settings, workdir: Path) -> tuple[Settings, Versions]:
+    """``settings`` on a fresh private registry under ``workdir``: their champion's artifact
+    as version 1 (the champion) and its variant as version 2."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    service = feature_service(open_store(settings))
+    private = private_registry(settings, workdir)
+    return private, register_versions(private, champion_dir(settings), workdir, service)

@@ -33,7 +33,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-from feast import FeatureService
 
 from core.cli import Parser, run_cli
 from core.predictor import Predictor
@@ -43,43 +42,17 @@ from core.store import feature_service, open_store
 from harness.flow import flow_env, interrupt, launch_flow
 from harness.kafka import PacedProducer, ScoreWatcher, Topics, Worker, read_topic
 from harness.loadgen import Sample, open_loop
-from harness.models import champion_dir, private_registry, registry_env
+from harness.models import registry_env
 from harness.report import RESULTS_DIR, Check, table, write_json
-from harness.rollout import api_requests, stream_vectors, variant_artifact
+from harness.rollout import Versions, api_requests, prepare, stream_vectors
 from harness.servers import HOST, free_port, launched, serving_command
 from harness.stream import fresh_topics, private_events
-from registry.register import register_trained
 from registry.store import Registry
 from verify.faults_stream import load_merchants
 
 TARGET_S = 5.0
 WAIT_S = 180.0  # bound on any one wait for the flow
 TOLERANCE = 1e-9  # a score recomputed with its version's predictor, on the same vector
-
-
-@dataclass(frozen=True)
-class Versions:
-    """The private registry's two versions, as every mode names them, and their predictors."""
-
-    old: str
-    new: str
-    predictors: dict[str, Predictor]
-
-
-def register_versions(
-    settings: Settings, source: Path, workdir: Path, service: FeatureService
-) -> Versions:
-    """``source`` as version 1 (the champion) and its scaled variant as version 2."""
-    variant = variant_artifact(source, workdir / "variant")
-    names = []
-    for artifact in (source, variant):
-        manifest = json.loads((artifact / "manifest.json").read_text())
-        names.append(register_trained(settings, artifact, manifest, {}).name)
-    predictors = {
-        name: Predictor.load(artifact, service, name)
-        for name, artifact in zip(names, (source, variant), strict=True)
-    }
-    return Versions(names[0], names[1], predictors)
 
 
 def mismatches(
@@ -249,16 +222,6 @@ class Load:
     rate: float = 100.0  # API requests per second
     workers: int = 2  # API worker processes
     seed: int = 7
-
-
-def prepare(settings: Settings, workdir: Path) -> tuple[Settings, Versions]:
-    """``settings`` on a fresh private registry under ``workdir``: their champion's artifact
-    as version 1 (the champion) and its variant as version 2."""
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    service = feature_service(open_store(settings))
-    private = private_registry(settings, workdir)
-    return private, register_versions(private, champion_dir(settings), workdir, service)
 
 
 def run(settings: Settings, versions: Versions, workdir: Path, load: Load = Load()) -> Outcome:

@@ -24,16 +24,16 @@ from core.settings import Settings
 from core.store import feature_service, open_store
 from harness.flow import flow_env, interrupt, launch_flow, run_flow
 from harness.kafka import Topics, encoded, produce, read_topic
-from harness.models import champion_dir
+from harness.models import champion_dir, registry_env
 from harness.report import table
-from harness.rollout import reordered_artifact, tampered_artifact
+from harness.rollout import Versions, prepare, reordered_artifact, tampered_artifact
 from harness.servers import free_port
 from harness.stream import fresh_topics, private_events
 from registry.register import register_trained
 from registry.store import CHALLENGER, Registry
 from serving.app import create_app
 from tests.conftest import Clock, Stack
-from verify.rollout import Load, Versions, prepare, registry_env, run
+from verify.rollout import Load, run
 
 pytestmark = pytest.mark.integration
 
