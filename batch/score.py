@@ -35,7 +35,8 @@ from core import storage
 from core.cli import UserError
 from core.contract import ENTITY_KEYS
 from core.duck import connect
-from core.predictor import Predictor
+from core.models import pin_models
+from core.predictor import Models, Scored
 from core.settings import Settings
 from core.store import feature_service, open_store
 
@@ -44,6 +45,7 @@ Engine = Literal["duckdb", "feast", "spark"]
 CHUNK_KEY = ENTITY_KEYS[0]  # the user: the key with the most feature rows per entity row
 BINS = 10
 NO_ROWS = DaySelection(0, None, None)
+REASONS_TYPE = pa.list_(pa.struct([("feature", pa.string()), ("contribution", pa.float64())]))
 SCORE_SCHEMA = pa.schema(
     [
         (ID, pa.string()),
@@ -51,7 +53,13 @@ SCORE_SCHEMA = pa.schema(
         ("merchant_id", pa.int64()),
         (TS, pa.timestamp("us", tz="UTC")),
         ("score", pa.float64()),
+        ("decision", pa.string()),
+        ("reasons", REASONS_TYPE),
         ("model_version", pa.string()),
+        # null without a challenger, so every date's files share one schema
+        ("challenger_version", pa.string()),
+        ("challenger_score", pa.float64()),
+        ("challenger_decision", pa.string()),
         ("run_id", pa.string()),
         ("scored_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -86,7 +94,7 @@ class Job:
     store: FeatureStore
     service: FeatureService
     plan: RetrievalPlan | None  # None: Feast's own retrieval
-    predictor: Predictor
+    models: Models
     con: duckdb.DuckDBPyConnection
     selection: DaySelection
     chunks: int
@@ -110,13 +118,14 @@ def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
         output.check_writable(root)
     store = open_store(settings)
     service = feature_service(store)
-    predictor = Predictor.load(settings.model_path, service)
+    models = pin_models(settings, service)  # one version (and challenger) for the whole run
+    note_model_change(root, opts.day, models)
     engine = resolve_engine(store, opts.engine)
     plan = build_plan(store, service) if engine != "feast" else None
     source = storage.as_location(
         opts.entities or settings.batch_transactions or settings.data_dir / "transactions.parquet"
     )
-    job = Job(store, service, plan, predictor, connect(), NO_ROWS, 1, run_id, scored_at, None)
+    job = Job(store, service, plan, models, connect(), NO_ROWS, 1, run_id, scored_at, None)
     if engine == "spark":
         from batch.spark_job import run_spark  # pyspark: the optional extra `spark`
 
@@ -132,6 +141,20 @@ def run_score(settings: Settings, opts: ScoreOptions) -> dict[str, Any]:
             manifest["published_users"] = publish_scores(store, root, opts.day)
             output.write_manifest(staging.partition, manifest)
     return manifest
+
+
+def note_model_change(root: str, day: date, models: Models) -> None:
+    """A re-run of a date that another champion scored says so: its scores will change."""
+    previous = output.read_manifest(output.partition(root, day)) or {}
+    before = previous.get("model_version")
+    if before is not None and before != models.champion.version:
+        log.warning(
+            "re-scoring %s with %s; its previous run %s used %s",
+            day,
+            models.champion.version,
+            previous.get("run_id"),
+            before,
+        )
 
 
 def _run_here(
@@ -155,7 +178,7 @@ def _run_here(
         chunks,
         workers,
         engine,
-        job.predictor.version,
+        job.models.champion.version,
     )
     results: list[ChunkResult] = []
     if selection.rows:
@@ -207,8 +230,9 @@ def score_chunk(job: Job, index: int) -> ChunkResult:
         cursor.close()
     if table.num_rows == 0:
         return ChunkResult(None, 0, 0, {})
-    features = job.predictor.features
-    scores = job.predictor.predict(table)
+    features = job.models.champion.features
+    scored = scored_columns(job.models, table)
+    scores = scored["score"].to_numpy()
     nulls = {name: table[name].null_count for name in features}
     any_null = np.zeros(table.num_rows, dtype=bool)
     for name in features:
@@ -223,25 +247,55 @@ def score_chunk(job: Job, index: int) -> ChunkResult:
     )
     if job.staging is not None:
         result.file = f"part-{index:05d}.parquet"
-        job.staging.write_table(result.file, scored_table(job, table, scores))
+        job.staging.write_table(result.file, scored_table(job, table, scored))
     return result
 
 
-def scored_table(job: Job, table: pa.Table, scores: np.ndarray) -> pa.Table:
+def scored_columns(models: Models, table: pa.Table) -> dict[str, pa.Array]:
+    """Score, decision, reasons and the models' columns: what both engines write per row."""
+    both = models.score(table)
+    champion, challenger = both.champion, both.challenger
     n = table.num_rows
-    return pa.table(
-        {
-            ID: table[ID],
-            "user_id": table["user_id"],
-            "merchant_id": table["merchant_id"],
-            TS: table[TS],
-            "score": pa.array(scores, pa.float64()),
-            "model_version": pa.array([job.predictor.version] * n, pa.string()),
-            "run_id": pa.array([job.run_id] * n, pa.string()),
-            "scored_at": pa.array([job.scored_at] * n, pa.timestamp("us", tz="UTC")),
-        },
-        schema=SCORE_SCHEMA,
-    )
+    columns = {
+        "score": pa.array(champion.scores, pa.float64()),
+        "decision": pa.array(champion.decisions, pa.string()),
+        "reasons": reasons_array(champion),
+        "model_version": pa.array([champion.version] * n, pa.string()),
+    }
+    if challenger is None:
+        columns |= {
+            "challenger_version": pa.nulls(n, pa.string()),
+            "challenger_score": pa.nulls(n, pa.float64()),
+            "challenger_decision": pa.nulls(n, pa.string()),
+        }
+    else:
+        columns |= {
+            "challenger_version": pa.array([challenger.version] * n, pa.string()),
+            "challenger_score": pa.array(challenger.scores, pa.float64()),
+            "challenger_decision": pa.array(challenger.decisions, pa.string()),
+        }
+    return columns
+
+
+def reasons_array(scored: Scored) -> pa.Array:
+    """Each row's reasons as a list of (feature, contribution), built without a row loop."""
+    keep = scored.reason_index >= 0  # the used slots lead each row, highest first
+    offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
+    names = pa.array(scored.features, pa.string()).take(pa.array(scored.reason_index[keep]))
+    values = pa.array(scored.reason_value[keep], pa.float64())
+    items = pa.StructArray.from_arrays([names, values], names=["feature", "contribution"])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items).cast(REASONS_TYPE)
+
+
+def scored_table(job: Job, table: pa.Table, scored: dict[str, pa.Array]) -> pa.Table:
+    n = table.num_rows
+    columns = {c: table[c] for c in (ID, "user_id", "merchant_id", TS)}
+    columns |= scored
+    columns |= {
+        "run_id": pa.array([job.run_id] * n, pa.string()),
+        "scored_at": pa.array([job.scored_at] * n, pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table(columns, schema=SCORE_SCHEMA)
 
 
 def build_manifest(
@@ -271,7 +325,8 @@ def build_manifest(
         "dry_run": opts.dry_run,
         "engine": engine,
         "feature_service": job.service.name,
-        "model_version": job.predictor.version,
+        "model_version": job.models.champion.version,
+        "challenger_version": None if (c := job.models.challenger) is None else c.version,
         "entities": source,
         "limit": opts.limit,
         "rows_in": sel.rows,

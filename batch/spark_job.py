@@ -30,11 +30,11 @@ from batch import output
 from batch.entities import ID, TS, DaySelection
 from batch.plan import RetrievalPlan, ViewSpec
 from batch.retrieve import apply_odfvs
-from batch.score import BINS, ChunkResult, Job, ScoreOptions
+from batch.score import BINS, ChunkResult, Job, ScoreOptions, scored_columns
 from batch.spark_input import read_view, require_s3a, select_day, session, unique_rows
 from core import storage
 from core.contract import ENTITY_KEYS
-from core.predictor import Predictor
+from core.predictor import Models
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ NULL_PREFIX = "_null_"
 _US = 1_000_000
 SCORE_DDL = (
     f"{ID} string, user_id long, merchant_id long, {TS} timestamp, score double,"
-    " model_version string, run_id string, scored_at timestamp"
+    " decision string, reasons array<struct<feature:string,contribution:double>>,"
+    " model_version string, challenger_version string, challenger_score double,"
+    " challenger_decision string, run_id string, scored_at timestamp"
 )
 
 
@@ -122,22 +124,22 @@ def as_of(view: ViewSpec, rows: DataFrame, entities: DataFrame) -> DataFrame:
 
 
 def scorer(
-    plan: RetrievalPlan, predictor: Predictor, run_id: str, scored_at: datetime
+    plan: RetrievalPlan, models: Models, run_id: str, scored_at: datetime
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The executors' function: on-demand transforms, the predictor, null flags per feature.
+    """The executors' function: on-demand transforms, the models, null flags per feature.
 
-    Spark pickles it with the plan's on-demand views and the fitted predictor, so every
-    executor scores with exactly the artifact the driver verified."""
-    names = predictor.features
+    Spark pickles it with the plan's on-demand views and the fitted models, so every
+    executor scores with exactly the artifacts the driver verified, and writes the columns
+    the DuckDB engine writes (``batch.score.scored_columns``)."""
+    names = models.champion.features
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             table = apply_odfvs(plan, pa.Table.from_batches([batch]))
             n = table.num_rows
             columns = {c: table[c] for c in (ID, *ENTITY_KEYS, TS)}
+            columns |= scored_columns(models, table)
             columns |= {
-                "score": pa.array(predictor.predict(table), pa.float64()),
-                "model_version": pa.array([predictor.version] * n, pa.string()),
                 "run_id": pa.array([run_id] * n, pa.string()),
                 "scored_at": pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
             }
@@ -150,7 +152,7 @@ def scorer(
 def score_day(
     plan: RetrievalPlan,
     sources: list[DataFrame],
-    predictor: Predictor,
+    models: Models,
     entities: DataFrame,
     sel: DaySelection,
     partitions: int,
@@ -159,11 +161,11 @@ def score_day(
     scored_at: datetime,
 ) -> Scored:
     """Join, score and (unless a dry run) write the day; only aggregates reach the driver."""
-    names = predictor.features
+    names = models.champion.features
     ddl = SCORE_DDL + "".join(f", {NULL_PREFIX}{i} boolean" for i in range(len(names)))
     joined = features(plan, sources, entities, sel).repartition(partitions, ENTITY_KEYS[0])
     scored = joined.sortWithinPartitions(TS, ID).mapInArrow(
-        scorer(plan, predictor, run_id, scored_at), ddl
+        scorer(plan, models, run_id, scored_at), ddl
     )
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)  # one scoring, two readers
     try:
@@ -238,14 +240,14 @@ def run_spark(
         sel.rows,
         source,
         partitions,
-        job.predictor.version,
+        job.models.champion.version,
     )
     if not sel.rows:
         return job, [], workers
     got = score_day(
         plan,
         sources,
-        job.predictor,
+        job.models,
         entities,
         sel,
         partitions,

@@ -81,6 +81,18 @@ class StrictTransaction(Transaction):
     model_config = ConfigDict(extra="forbid")
 
 
+Decision = Literal["approve", "review", "decline"]  # in band order (core.predictor.Bands)
+
+
+class ScoreReason(BaseModel):
+    """A feature that pushed the score up: its term of the model's logit."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    feature: str
+    contribution: float = Field(gt=0, description="coefficient times standardized value")
+
+
 class ScoreRecord(BaseModel):
     """A message on the scores topic (``streaming.runtime.score_json`` writes it), keyed by
     ``transaction_id``; delivered at least once, so consumers de-duplicate by that key."""
@@ -94,4 +106,20 @@ class ScoreRecord(BaseModel):
     event_timestamp: datetime = Field(description="the transaction's event time")
     latency_ms: float = Field(
         ge=0, description="from the event entering Kafka (or being read, in replay) to its score"
+    )
+    decision: Decision = Field(
+        description="approve below the manifest's review_at, review below decline_at, else decline"
+    )
+    reasons: list[ScoreReason] = Field(
+        max_length=3,
+        description="the features with the largest positive contributions, highest first",
+    )
+    challenger_version: str | None = Field(
+        default=None, description="the shadow-scored challenger's version, when one is set"
+    )
+    challenger_score: float | None = Field(
+        default=None, ge=0, le=1, description="the challenger's fraud probability (not acted on)"
+    )
+    challenger_decision: Decision | None = Field(
+        default=None, description="the decision the challenger would have given"
     )

@@ -45,6 +45,7 @@ def offline(settings: Settings) -> None:
         f"  model              {manifest['model_version']}: holdout ROC AUC {m['roc_auc']:.3f}, "
         f"PR AUC {m['pr_auc']:.3f}  ({model_dir}/report.png)"
     )
+    print(f"  decision bands     {bands(manifest)}")
     where = settings.model_dir or f"{Registry(settings).describe()} (fraud-models list)"
     print(f"  model registry     {where}")
 
@@ -76,7 +77,7 @@ def online(published_user: int | None) -> None:
             if r.status_code == 200:
                 text = (
                     f"score {answer['score']:.4f}, {len(answer['missing_features'])} features "
-                    f"missing, model {answer['model_version']}"
+                    f"missing, model {answer['model_version']}\n{' ' * 38}{decision(answer)}"
                 )
             else:
                 text = "; ".join(
@@ -86,6 +87,22 @@ def online(published_user: int | None) -> None:
         if published_user is not None:
             r = httpx.get(f"{url}/v1/scores/{published_user}", timeout=5)
             print(f"    GET /v1/scores/{published_user:<10} -> {r.status_code}  {r.json()}")
+
+
+def decision(answer: dict[str, Any]) -> str:
+    """The decision and the features that pushed the score most, as the API returned them."""
+    why = ", ".join(f"{r['feature']} +{r['contribution']:.2f}" for r in answer["reasons"])
+    return f"decision {answer['decision']}, reasons (logit terms): {why or 'none'}"
+
+
+def bands(manifest: dict[str, Any]) -> str:
+    d = manifest["decision"]
+    rule, review, decline = d["rule"], d["holdout"]["review"], d["holdout"]["decline"]
+    return (
+        f"review at score >= {d['review_at']:.4f}, decline at >= {d['decline_at']:.4f} "
+        f"(flagging {rule['review_fpr']:.1%} / {rule['decline_fpr']:.1%} of legitimate holdout "
+        f"rows; fraud caught {review['recall']:.0%} / {decline['recall']:.0%})"
+    )
 
 
 def observability(settings: Settings) -> None:

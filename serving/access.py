@@ -77,6 +77,8 @@ class AccessMiddleware:
             "latency_ms": round(elapsed * 1000, 3),
             "model_version": state.get("model_version"),
         }
+        if "challenger" in state:  # the shadow model's scores, set by the scoring routes
+            record["challenger"] = state["challenger"]
         if "features" in state:  # set by the scoring routes only when this log is at DEBUG
             record["features"] = state["features"]
         ACCESS_LOG.info(json.dumps(record))

@@ -35,6 +35,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.predictor import Shadowed
 from serving.schemas import PredictResult
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -61,9 +62,21 @@ class Metrics:
         )
         self.score = Histogram(
             "serving_prediction_score",
-            "Predicted fraud probability",
-            ["model_version"],
+            "Predicted fraud probability by model version and role (champion, challenger)",
+            ["model_version", "role"],
             buckets=tuple(i / 20 for i in range(1, 21)),
+            registry=r,
+        )
+        self.decisions = Counter(
+            "serving_decisions",
+            "Decisions returned, by the champion's version",
+            ["model_version", "decision"],
+            registry=r,
+        )
+        self.agreement = Counter(
+            "serving_shadow_agreement",
+            "Records whose challenger decision equals (agree) or differs from the champion's",
+            ["champion_version", "challenger_version", "outcome"],
             registry=r,
         )
         self._add_feature_metrics(r)
@@ -134,9 +147,11 @@ class Metrics:
         Per record and feature, metrics were a quarter of a 100-record request's time
         (docs/performance.md, "Serving: metrics updates").
         """
-        score = self.score.labels(model_version)
+        score = self.score.labels(model_version, "champion")
         for r in results:
             score.observe(r.score)
+        for decision, count in Tally(r.decision for r in results).items():
+            self.decisions.labels(model_version, decision).inc(count)
         oldest: dict[str, float] = {}
         youngest: dict[str, float] = {}
         for r in results:
@@ -157,6 +172,20 @@ class Metrics:
         ):
             for name, count in names.items():
                 counter.labels(name).inc(count)
+
+    def observe_shadow(self, scored: Shadowed) -> None:
+        """The challenger's score distribution, and how often its decision is the champion's."""
+        shadow = scored.challenger
+        if shadow is None:
+            return
+        score = self.score.labels(shadow.version, "challenger")
+        for value in shadow.scores.tolist():
+            score.observe(value)
+        agree = int((shadow.codes == scored.champion.codes).sum())
+        versions = (scored.champion.version, shadow.version)
+        for outcome, count in (("agree", agree), ("disagree", len(shadow.codes) - agree)):
+            if count:
+                self.agreement.labels(*versions, outcome).inc(count)
 
 
 class _Families(Collector):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.events import EXTRA_FORBIDDEN, TransactionRequest
+from core.events import EXTRA_FORBIDDEN, Decision, TransactionRequest
 
 ExtraFieldsPolicy = Literal["ignore", "reject"]  # SERVING_EXTRA_FIELDS
 Loc = tuple[str | int, ...]
@@ -46,9 +46,42 @@ class PredictRequest(TransactionRequest):
         return self.model_dump(exclude=set(self.model_extra or ()))
 
 
+DECISION_HELP = (
+    "approve below the model's review_at, review below its decline_at, decline at or above"
+    " (the bands training picked, in the model manifest's decision block)"
+)
+
+
+class ReasonOut(BaseModel):
+    """A feature that pushed the score up, by its term of the logit."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"feature": "amount", "contribution": 1.42}]}
+    )
+
+    feature: str
+    contribution: float = Field(
+        description="coefficient times the feature's standardized value; > 0 raises the score"
+    )
+
+
+REASONS_HELP = "up to 3 features with the largest positive contributions, highest first"
+
+
+class ShadowResult(BaseModel):
+    """The challenger's shadow score on the same feature vector (never acted on)."""
+
+    model_version: str
+    score: float = Field(description="fraud probability in [0, 1]")
+    decision: Decision = Field(description=DECISION_HELP)
+    reasons: list[ReasonOut] = Field(description=REASONS_HELP)
+
+
 class PredictResult(BaseModel):
     transaction_id: str | None = None
     score: float = Field(description="fraud probability in [0, 1]")
+    decision: Decision = Field(description=DECISION_HELP)
+    reasons: list[ReasonOut] = Field(description=REASONS_HELP)
     feature_age_seconds: dict[str, float | None] = Field(
         description="per feature view: seconds since its values were computed (null: absent)"
     )
@@ -56,6 +89,9 @@ class PredictResult(BaseModel):
     stale_features: list[str] = Field(description="older than the view's maximum age; defaulted")
     features: dict[str, float | None] | None = Field(
         default=None, description="the model's inputs as used, with ?explain=true"
+    )
+    challenger: ShadowResult | None = Field(
+        default=None, description="with ?explain=true and a challenger model set: its score"
     )
 
 

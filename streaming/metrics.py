@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from core.predictor import DECISIONS, Shadowed
 from streaming.records import Reason
 
 log = logging.getLogger("streaming.metrics")
@@ -124,9 +125,21 @@ class StreamMetrics:
         )
         self.score = BulkHistogram(
             "stream_prediction_score",
-            "Predicted fraud probability",
+            "Predicted fraud probability by model version and role (champion, challenger)",
             SCORE_BUCKETS,
-            ["model_version"],
+            ["model_version", "role"],
+        )
+        self.decisions = Counter(
+            "stream_decisions",
+            "Decisions sent, by the champion's version",
+            ["model_version", "decision"],
+            registry=r,
+        )
+        self.agreement = Counter(
+            "stream_shadow_agreement",
+            "Events whose challenger decision equals (agree) or differs from the champion's",
+            ["champion_version", "challenger_version", "outcome"],
+            registry=r,
         )
         r.register(self.event_to_score)
         r.register(self.score)
@@ -135,6 +148,23 @@ class StreamMetrics:
         self._since = time.monotonic()
         self._since_events = 0.0
         self._report_lock = threading.Lock()
+
+    def observe_scored(self, scored: Shadowed) -> None:
+        """A micro-batch's score distributions, decisions, and the two models' agreement."""
+        champion, shadow = scored.champion, scored.challenger
+        self.score.observe_many(champion.scores, champion.version, "champion")
+        counts = np.bincount(champion.codes, minlength=len(DECISIONS))
+        for decision, count in zip(DECISIONS, counts.tolist(), strict=True):
+            if count:
+                self.decisions.labels(champion.version, decision).inc(count)
+        if shadow is None:
+            return
+        self.score.observe_many(shadow.scores, shadow.version, "challenger")
+        agree = int((shadow.codes == champion.codes).sum())
+        versions = (champion.version, shadow.version)
+        for outcome, count in (("agree", agree), ("disagree", len(shadow.codes) - agree)):
+            if count:
+                self.agreement.labels(*versions, outcome).inc(count)
 
     def status(self) -> dict[str, object]:
         """The status line's figures; the rate is over the time since the last call."""

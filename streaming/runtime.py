@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from core.model_follow import FollowMetrics, follow_forever
 from core.models import ModelWatcher
-from core.predictor import Models
+from core.predictor import Models, Scored
 from core.settings import Settings
 from core.store import feature_service, open_store
 from streaming.features import ProfileCache, feast_fetch, feature_columns, profile_refs
@@ -35,14 +35,47 @@ def score_json(
     model_version: str,
     event_timestamp: str,
     latency_ms: float,
+    decision: str,
+    reasons: str,
+    shadow: str = "",
 ) -> str:
     """The score message; ``latency_ms`` runs from the event entering Kafka (or being read,
-    in replay) to its score."""
+    in replay) to its score. ``reasons`` is a JSON array (``reasons_json``), ``shadow`` the
+    challenger's fields (``shadow_json``) or empty."""
     return (
         f'{{"transaction_id":{json.dumps(transaction_id)},"user_id":{user_id},'
         f'"score":{score!r},"model_version":{json.dumps(model_version)},'
-        f'"event_timestamp":"{event_timestamp}","latency_ms":{latency_ms:.1f}}}'
+        f'"event_timestamp":"{event_timestamp}","latency_ms":{latency_ms:.1f},'
+        f'"decision":"{decision}","reasons":{reasons}{shadow}}}'
     )
+
+
+def reasons_json(scored: Scored) -> list[str]:
+    """Each row's reasons as a JSON array, contributions at full precision (as the score)."""
+    quoted = [json.dumps(name) for name in scored.features]
+    return [
+        "["
+        + ",".join(
+            f'{{"feature":{quoted[i]},"contribution":{v!r}}}'
+            for i, v in zip(index, values, strict=True)
+            if i >= 0
+        )
+        + "]"
+        for index, values in zip(
+            scored.reason_index.tolist(), scored.reason_value.tolist(), strict=True
+        )
+    ]
+
+
+def shadow_json(shadow: Scored | None, n: int) -> list[str]:
+    """The challenger's fields of each score message; empty strings without a challenger."""
+    if shadow is None:
+        return [""] * n
+    version = json.dumps(shadow.version)
+    return [
+        f',"challenger_version":{version},"challenger_score":{s!r},"challenger_decision":"{d}"'
+        for s, d in zip(shadow.scores.tolist(), shadow.decisions, strict=True)
+    ]
 
 
 Score = tuple[str, str]  # transaction_id, score_json(...)
@@ -132,27 +165,37 @@ class FlowRuntime:
         began = time.perf_counter()
         at_event = [a for s in stepped for a in s.at_event]
         columns = feature_columns(events, at_event)
-        predictor = self.models.current.champion  # once per micro-batch: one version each
-        scores = predictor.predict(columns).tolist()
+        scored = self.models.current.score(columns)  # once per micro-batch: one version each
+        champion, challenger = scored.champion, scored.challenger
+        scores = champion.scores.tolist()
         now_ms = time.time() * 1000
-        version = predictor.version
+        rows = zip(
+            events,
+            scores,
+            champion.decisions,
+            reasons_json(champion),
+            shadow_json(challenger, len(events)),
+            strict=True,
+        )
         out = []
-        for enriched, s in zip(events, scores, strict=True):
+        for enriched, s, decision, reasons, shadow in rows:
             event = enriched.event
             txn = event.txn
-            latency_ms = now_ms - event.raw.ingest_ms
             body = score_json(
                 txn.transaction_id,
                 txn.user_id,
                 s,
-                version,
+                champion.version,
                 txn.event_timestamp.isoformat(),
-                latency_ms,
+                now_ms - event.raw.ingest_ms,
+                decision,
+                reasons,
+                shadow,
             )
             out.append((txn.transaction_id, body))
         m = self.metrics
         m.scores.inc(len(out))
-        m.score.observe_many(scores, version)
+        m.observe_scored(scored)
         m.event_to_score.observe_many([(now_ms - e.event.raw.ingest_ms) / 1000 for e in events])
         m.step_seconds.labels("score").observe(time.perf_counter() - began)
         m.maybe_report()

@@ -25,15 +25,17 @@ import pandas as pd
 from core.aggregations import FEATURE_NAMES
 from core.cli import Parser, UserError, run_cli
 from core.contract import WINDOWS_VIEW
+from core.models import pin_models
 from core.plan import plan_service
 from core.predictor import Predictor
 from core.settings import Settings, get_settings
 from core.store import feature_service, open_store
 from datagen.generate import GeneratorConfig, generate
+from harness.models import champion_dir_or_exit
 from harness.reference import Reference, reference
 from harness.report import RESULTS_DIR, Check, table, write_json
 from verify.parity_batch import batch_mode
-from verify.parity_compare import compare, frame_rows
+from verify.parity_compare import Verdict, compare, frame_rows, scored_verdicts
 from verify.parity_online import PARTITIONS, OnlineRun, online_modes
 from verify.parity_workspace import ParityWorkspace, build
 
@@ -69,13 +71,16 @@ def measure(budget: Budget) -> Outcome:
     clock.lap("workspace (data, feast apply, materialize)")
     store = open_store(ws.settings)
     service = feature_service(store)
-    predictor = Predictor.load(ws.settings.model_path, service)
+    predictor = pin_models(ws.settings, service).champion  # its MODEL_DIR: the copy
     features = predictor.features
     ref = reference(store, service, ws.history, ws.sample, features)
-    ref_scores = dict(zip(ref.vectors.index, predictor.predict(ref.vectors), strict=True))
+    ref_scored = predictor.score(ref.vectors)
+    ref_scores = dict(zip(ref.vectors.index, ref_scored.scores, strict=True))
+    ref_verdicts = scored_verdicts(ref.vectors.index, ref_scored)
     clock.lap("reference join")
 
-    batch_vectors, batch_scores = batch_mode(ws, store, service, features, budget.root)
+    batch_vectors, batch_rows = batch_mode(ws, store, service, features, budget.root)
+    batch_scores = batch_rows["score"]
     clock.lap("batch job")
     online = online_modes(ws, store, service, features, budget.root, _free_port())
     clock.lap("stream and API")
@@ -89,6 +94,8 @@ def measure(budget: Budget) -> Outcome:
         ref.vectors,
         ref_scores,
         lambda tx, f: _tie(tx, f, ties),
+        {str(tx): Verdict.of(r.decision, r.reasons) for tx, r in batch_rows.iterrows()},
+        ref_verdicts,
     )
     stream = compare(
         "stream",
@@ -97,6 +104,8 @@ def measure(budget: Budget) -> Outcome:
         ref.vectors,
         ref_scores,
         lambda tx, f: _tie(tx, f, ties) or _snapshot(tx, f, ws, ref, views_of),
+        online.stream_verdicts,
+        ref_verdicts,
     )
     api = compare(
         "online API",
@@ -107,6 +116,8 @@ def measure(budget: Budget) -> Outcome:
         lambda tx, f: (
             _tie(tx, f, ties) or _stale(tx, f, online) or _snapshot(tx, f, ws, ref, views_of)
         ),
+        {tx: Verdict.of(r["decision"], r["reasons"]) for tx, r in online.api.items()},
+        ref_verdicts,
     )
     reports = [batch, stream, api]
     checks = [
@@ -244,7 +255,7 @@ def _main(args: argparse.Namespace) -> int:
     generate(GeneratorConfig(days=args.days, txns_per_day=args.txns_per_day), root / "source")
     budget = Budget(
         root / "source",
-        settings.model_path,
+        champion_dir_or_exit(settings),
         settings.redis_connection_string,
         root,
         args.users,

@@ -1,8 +1,8 @@
 """Batch mode for parity: the real ``python -m batch score`` job over the sample, per day.
 
-The job writes only scores, so the feature vectors come from the same library call the
-job makes for each chunk (``batch.retrieve.duckdb_features``); parity then also checks
-that the predictor gives the job's own scores on those vectors.
+The job writes scores, decisions and reasons but not vectors, so the feature vectors come
+from the same library call the job makes for each chunk (``batch.retrieve.duckdb_features``);
+parity then also checks that the predictor gives the job's own scores on those vectors.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def batch_mode(
     service: FeatureService,
     features: list[str],
     root: Path,
-) -> tuple[pd.DataFrame, pd.Series]:
-    """(vectors, scores), both indexed by transaction_id."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(vectors, the job's rows), both indexed by transaction_id."""
     entities = root / "batch-entities.parquet"
     ws.sample[list(COLUMNS)].to_parquet(entities, index=False)
     out = root / "batch-scores"
@@ -48,4 +48,4 @@ def batch_mode(
             table = duckdb_features(con.cursor(), plan, VIEW, sel.first, sel.last)
             frames.append(table.select(["transaction_id", *features]).to_pandas())
     vectors = pd.concat(frames).set_index("transaction_id")
-    return vectors, scores.set_index("transaction_id")["score"]
+    return vectors, scores.set_index("transaction_id")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.predictor import Scored
 from harness.report import Check
 
 TOLERANCE = 1e-9
@@ -22,6 +23,33 @@ UNEXPLAINED = "unexplained"
 
 # Given a mode's transaction id and one differing feature: the cause, or None.
 Explain = Callable[[str, str], str | None]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A mode's decision and reasons (feature, contribution) for one transaction."""
+
+    decision: str
+    reasons: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def of(cls, decision: str, reasons: Iterable[Mapping[str, Any]]) -> Verdict:
+        """From the reasons as every mode writes them: ``{"feature", "contribution"}``."""
+        return cls(decision, tuple((r["feature"], float(r["contribution"])) for r in reasons))
+
+    def agrees(self, other: Verdict) -> bool:
+        """Same decision, same features in the same order, contributions within TOLERANCE."""
+        return (
+            self.decision == other.decision
+            and [f for f, _ in self.reasons] == [f for f, _ in other.reasons]
+            and all(
+                abs(a - b) <= TOLERANCE
+                for (_, a), (_, b) in zip(self.reasons, other.reasons, strict=True)
+            )
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"decision": self.decision, "reasons": [list(r) for r in self.reasons]}
 
 
 @dataclass
@@ -34,6 +62,9 @@ class ModeReport:
     missing: list[str] = field(default_factory=list)  # no score from this mode
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     causes: Counter[str] = field(default_factory=Counter)
+    verdicts_checked: int = 0  # transactions with equal vectors: their verdicts are compared
+    verdict_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    decisions: Counter[str] = field(default_factory=Counter)
 
     @property
     def unexplained(self) -> int:
@@ -55,6 +86,12 @@ class ModeReport:
                 self.max_diff_matched <= TOLERANCE,
             ),
             Check(self.mode, "max |score - ref| overall", f"{self.max_diff:.3g}", True),
+            Check(
+                self.mode,
+                "decision and reasons equal to the reference where vectors equal",
+                f"{self.verdicts_checked - len(self.verdict_mismatches)}/{self.verdicts_checked}",
+                not self.verdict_mismatches,
+            ),
             Check(self.mode, "without a score", str(len(self.missing)), not self.missing),
         ]
         out += [
@@ -78,6 +115,9 @@ class ModeReport:
             "features_differing": dict(Counter(f for m in self.mismatches for f in m["features"])),
             "mismatches": self.mismatches[:limit],
             "mismatches_listed": min(limit, len(self.mismatches)),
+            "decisions": dict(self.decisions),
+            "verdicts_equal": self.verdicts_checked - len(self.verdict_mismatches),
+            "verdict_mismatches": self.verdict_mismatches[:limit],
         }
 
 
@@ -97,8 +137,12 @@ def compare(
     reference: pd.DataFrame,
     reference_scores: Mapping[str, float],
     explain: Explain,
+    verdicts: Mapping[str, Verdict],
+    reference_verdicts: Mapping[str, Verdict],
 ) -> ModeReport:
-    """One mode against the reference, over every transaction of the reference."""
+    """One mode against the reference, over every transaction of the reference.
+
+    Where the vectors are equal, the decision and reasons must be the reference's too."""
     report = ModeReport(mode, len(reference))
     features = list(reference.columns)
     for tx_id, want in reference.iterrows():
@@ -113,6 +157,7 @@ def compare(
         if not differing:
             report.matched += 1
             report.max_diff_matched = max(report.max_diff_matched, diff)
+            _check_verdict(report, tx, verdicts.get(tx), reference_verdicts[tx])
             continue
         causes = sorted({explain(tx, f) or UNEXPLAINED for f in differing})
         report.causes.update(causes)
@@ -125,6 +170,27 @@ def compare(
             }
         )
     return report
+
+
+def scored_verdicts(ids: Iterable[Any], scored: Scored) -> dict[str, Verdict]:
+    """The predictor's verdicts for rows it scored, by transaction id."""
+    reasons = scored.all_reasons()
+    return {
+        str(tx): Verdict(d, tuple((r.feature, r.contribution) for r in reasons[i]))
+        for i, (tx, d) in enumerate(zip(ids, scored.decisions, strict=True))
+    }
+
+
+def _check_verdict(report: ModeReport, tx: str, got: Verdict | None, want: Verdict) -> None:
+    report.verdicts_checked += 1
+    if got is None:
+        report.verdict_mismatches.append({"transaction_id": tx, "got": None})
+        return
+    report.decisions[got.decision] += 1
+    if not got.agrees(want):
+        report.verdict_mismatches.append(
+            {"transaction_id": tx, "got": got.to_json(), "want": want.to_json()}
+        )
 
 
 def frame_rows(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:

@@ -36,6 +36,7 @@ from harness.flow import tailing
 from harness.kafka import Topics, encoded, produce
 from harness.servers import launched, serving_command
 from streaming.features import feast_fetch, profile_refs
+from verify.parity_compare import Verdict
 from verify.parity_workspace import ParityWorkspace
 
 PARTITIONS = 2
@@ -47,6 +48,7 @@ class OnlineRun:
     """What the stream and the API answered, per transaction_id."""
 
     stream_scores: dict[str, float] = field(default_factory=dict)
+    stream_verdicts: dict[str, Verdict] = field(default_factory=dict)
     stream_vectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     api: dict[str, dict[str, Any]] = field(default_factory=dict)
     dead: dict[str, str] = field(default_factory=dict)
@@ -145,6 +147,9 @@ class _Scores:
             if msg.topic() == self.scores_topic:
                 body = json.loads(msg.value() or b"{}")
                 run.stream_scores[body["transaction_id"]] = float(body["score"])
+                run.stream_verdicts[body["transaction_id"]] = Verdict.of(
+                    body["decision"], body["reasons"]
+                )
             else:
                 headers = dict(msg.headers() or [])
                 try:

@@ -19,7 +19,7 @@ from serving.schemas import (
     check_extra_fields,
     unknown_fields,
 )
-from serving.scoring import score_rows
+from serving.scoring import score_rows, shadow_log
 
 # Every status a route can answer is documented, so clients (and the fuzzer) can rely on it.
 router = APIRouter(
@@ -44,20 +44,24 @@ def _extra_fields(state: ServingState, body: PredictRequest | PredictManyRequest
 async def _score(
     state: ServingState, request: Request, rows: list[dict[str, Any]], explain: bool
 ) -> tuple[str, list[PredictResult]]:
-    """Score with the model current when the request arrived, and record the metrics."""
-    predictor = state.model.predictor
-    request.state.model_version = predictor.version
+    """Score with the models current when the request arrived, and record the metrics."""
+    models = state.model.current
+    version = models.champion.version
+    request.state.model_version = version
     log_features = ACCESS_LOG.isEnabledFor(logging.DEBUG)
-    results = await score_rows(
-        state.reader, predictor, rows, state.timeout_s, explain or log_features, state.feature_log
+    results, scored = await score_rows(
+        state.reader, models, rows, state.timeout_s, explain or log_features, state.feature_log
     )
+    if scored.challenger is not None:  # logged and measured, returned only with explain
+        request.state.challenger = shadow_log(scored.challenger)
+        state.metrics.observe_shadow(scored)
     if log_features:  # the access log line carries them (serving.access)
         request.state.features = [r.features for r in results]
         if not explain:
             for r in results:
                 r.features = None
-    state.metrics.observe(results, predictor.version)
-    return predictor.version, results
+    state.metrics.observe(results, version)
+    return version, results
 
 
 @router.post("", response_model=PredictResponse)

@@ -20,9 +20,11 @@ from fastapi.testclient import TestClient
 from batch.output import MANIFEST, is_complete, read_manifest
 from core.aggregations import FEATURE_NAMES
 from core.duck import connect
-from core.predictor import MANIFEST_FILE, Predictor
+from core.models import pin_models
+from core.predictor import MANIFEST_FILE
 from core.settings import PROJECT_ROOT
 from core.store import feature_service, open_store
+from harness.models import champion_dir
 from harness.reference import reference
 from serving.app import create_app
 from tests.conftest import Clock, Stack
@@ -81,16 +83,25 @@ def test_scores_equal_predictor_on_brute_force_join(
 
     store = open_store(trained.settings)
     service = feature_service(store)
-    predictor = Predictor.load(trained.settings.model_path, service)
+    predictor = pin_models(trained.settings, service).champion
     entities = entities.sort_values("transaction_id").reset_index(drop=True)
     vectors = reference(store, service, history, entities, predictor.features).vectors
     # A user with no events has no window row at all: missing, not zero counts.
     vectors.loc["unknown-user", list(FEATURE_NAMES)] = None
-    expected = predictor.predict(vectors.loc[entities.transaction_id])
+    expected = predictor.score(vectors.loc[entities.transaction_id])
 
     assert got["transaction_id"].tolist() == entities["transaction_id"].tolist()
     # Same features, same predictor; a row's place in the matrix can move the last bit (SIMD).
-    np.testing.assert_allclose(got["score"].to_numpy(), expected, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(got["score"].to_numpy(), expected.scores, rtol=1e-12, atol=0)
+    assert got["decision"].tolist() == expected.decisions.tolist()
+    assert set(got["decision"]) > {"approve"}  # the sample reaches past the review band
+    reasons = [[(r["feature"], r["contribution"]) for r in row] for row in got["reasons"]]
+    want = [[(r.feature, r.contribution) for r in rs] for rs in expected.all_reasons()]
+    assert [[f for f, _ in row] for row in reasons] == [[f for f, _ in row] for row in want]
+    assert sum(map(len, reasons)) > len(reasons)  # most rows have reasons
+    got_c = np.array([c for row in reasons for _, c in row])
+    np.testing.assert_allclose(got_c, [c for row in want for _, c in row], rtol=1e-12)
+    assert got["challenger_score"].isna().all()  # no challenger set: null columns
     manifest = read_manifest(partition(tmp_path / "scores", day))
     assert manifest is not None
     assert manifest["rows_in"] == manifest["rows_out"] == len(entities)
@@ -163,7 +174,7 @@ def test_invalid_input_is_a_one_line_error(trained: Stack, tmp_path: Path, day: 
     assert_one_line_error(out, "not writable", str(blocker))
 
     model = tmp_path / "model"
-    shutil.copytree(trained.settings.model_path, model)
+    shutil.copytree(champion_dir(trained.settings), model)
     manifest = json.loads((model / MANIFEST_FILE).read_text())
     manifest["features"] = list(reversed(manifest["features"]))
     (model / MANIFEST_FILE).write_text(json.dumps(manifest))

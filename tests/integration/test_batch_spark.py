@@ -27,6 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner, Result
+from feast.cli.cli import cli as feast_main
 from pyspark.sql import SparkSession
 
 from batch import output
@@ -185,6 +187,19 @@ def test_spark_features_equal_the_duckdb_join_at_every_corner(corners: Corners) 
     assert len(unknown) and unknown[["account_age_days", "txn_count_1h"]].isna().all().all()
 
 
+def _feast_in_process(args: list[str], env: dict[str, str], mp: pytest.MonkeyPatch) -> Result:
+    """The feast CLI's click group in this process, so it reuses the imported Feast and the
+    module's Spark session (a ``feast`` process starts its own: 46-110 s here). It chdirs,
+    extends sys.path and imports the repo's ``features``; all three are put back after."""
+    mp.chdir(Path.cwd())
+    mp.setattr(sys, "path", list(sys.path))
+    mp.delitem(sys.modules, "features", raising=False)
+    try:
+        return CliRunner(env=env).invoke(feast_main, args, catch_exceptions=False)
+    finally:
+        sys.modules.pop("features", None)
+
+
 def test_feast_apply_on_the_spark_yaml_registers_the_same_feature_service(
     trained: Stack, corners: Corners, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,10 +207,11 @@ def test_feast_apply_on_the_spark_yaml_registers_the_same_feature_service(
     same FeatureService and feature list as the default yaml's, its views over SparkSources."""
     repo = corners.settings.feature_repo
     spark_yaml = repo / "feature_store.spark.yaml"
-    out = trained.run(
-        feast_cli(), "-f", str(spark_yaml), "apply", cwd=repo, env={"FEAST_SOURCE": "spark"}
-    )
-    assert out.returncode == 0, out.stderr
+    env = {k: trained.env[k] for k in ("REDIS_CONNECTION_STRING", "REDIS_TYPE")}
+    args = ["--chdir", str(repo), "-f", str(spark_yaml), "apply"]
+    out = _feast_in_process(args, env | {"FEAST_SOURCE": "spark"}, monkeypatch)
+    corners.spark.conf.unset("spark.sql.parser.quotedRegexColumnNames")  # Feast's, session-wide
+    assert out.exit_code == 0, out.output
     registered = []
     for yaml in (repo / "feature_store.yaml", spark_yaml):
         monkeypatch.setenv("FEAST_FS_YAML_FILE_PATH", str(yaml))
@@ -228,8 +244,14 @@ def test_spark_job_output_equals_the_duckdb_engine_row_for_row(corners: Corners)
     assert list(s.columns) == list(d.columns)
     assert s.transaction_id.tolist() == d.transaction_id.tolist()
     assert float(np.max(np.abs(s.score - d.score))) <= 1e-9
-    same = ["user_id", "merchant_id", "event_timestamp", "model_version"]
+    same = ["user_id", "merchant_id", "event_timestamp", "model_version", "decision"]
+    same += ["challenger_version", "challenger_score", "challenger_decision"]  # all null here
     pd.testing.assert_frame_equal(s[same], d[same], check_exact=True)
+    assert [[r["feature"] for r in row] for row in s.reasons] == [
+        [r["feature"] for r in row] for row in d.reasons
+    ]
+    s_terms, d_terms = ([r["contribution"] for row in f.reasons for r in row] for f in (s, d))
+    np.testing.assert_allclose(s_terms, d_terms, rtol=1e-9)
     assert not [p for p in (corners.root / "spark").iterdir() if p.name.startswith(".")]
 
 

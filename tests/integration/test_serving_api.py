@@ -51,6 +51,13 @@ def test_prediction_equals_predictor_on_sdk_features(client: TestClient, ready: 
     }
     for name, value in body["features"].items():
         assert value == (None if features[name][0] is None else float(features[name][0])), name
+    service = feature_service(open_store(ready.settings))
+    scored = pin_models(ready.settings, service).champion.score(features)
+    assert body["decision"] == scored.decisions[0]
+    assert body["reasons"] == [
+        {"feature": r.feature, "contribution": r.contribution} for r in scored.reasons(0)
+    ]
+    assert body["reasons"] and body["challenger"] is None  # no challenger alias set
 
 
 def test_unknown_entity_is_scored_with_defaults(client: TestClient, ready: Stack) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 from core.aggregations import UserWindowState
 from core.request_features import compute
 from harness.reference import request_features, windows_at
-from verify.parity_compare import UNEXPLAINED, compare, same
+from verify.parity_compare import UNEXPLAINED, Verdict, compare, same
 from verify.parity_online import rounds_of
 
 _US = 1_000_000
@@ -56,11 +56,46 @@ def test_mismatches_are_explained_or_reported() -> None:
         "t3": {"a": None, "b": 2},
     }
     scores = {"t1": 0.5, "t2": 0.75, "t3": 0.125}
-    report = compare("m", got, scores, ref, ref_scores, lambda tx, f: "known" if f == "a" else None)
+    verdict = Verdict.of("review", [{"feature": "a", "contribution": 0.5}])
+    verdicts = dict.fromkeys(ref_scores, verdict)
+    report = compare(
+        "m",
+        got,
+        scores,
+        ref,
+        ref_scores,
+        lambda tx, f: "known" if f == "a" else None,
+        verdicts,
+        verdicts,
+    )
     assert (report.total, report.matched, report.unexplained) == (3, 1, 1)
     assert report.causes == {"known": 1, UNEXPLAINED: 1}
     assert report.max_diff == 0.5 and report.max_diff_matched == 0.0
+    assert (report.verdicts_checked, report.verdict_mismatches) == (1, [])
     assert not all(c.ok for c in report.checks())
+
+
+def test_a_decision_or_reason_unlike_the_references_fails_where_vectors_equal() -> None:
+    values = {"t1": 1.0, "t2": 2.0, "t3": 3.0, "t4": 4.0}
+    ids = list(values)
+    ref = pd.DataFrame({"a": list(values.values())}, index=ids)
+    scores = dict.fromkeys(ids, 0.5)
+    rows = {tx: {"a": v} for tx, v in values.items()}
+    want = Verdict.of("review", [{"feature": "a", "contribution": 0.5}])
+    got = {
+        "t1": want,
+        "t2": Verdict.of("review", [{"feature": "a", "contribution": 0.5 + 1e-12}]),  # in tolerance
+        "t3": Verdict("decline", want.reasons),
+        "t4": Verdict.of("review", [{"feature": "b", "contribution": 0.5}]),
+    }
+    report = compare(
+        "m", rows, scores, ref, scores, lambda tx, f: None, got, dict.fromkeys(ids, want)
+    )
+    assert report.matched == report.verdicts_checked == 4
+    assert [m["transaction_id"] for m in report.verdict_mismatches] == ["t3", "t4"]
+    assert report.decisions == {"review": 3, "decline": 1}
+    verdict_check = [c for c in report.checks() if "decision" in c.measure]
+    assert len(verdict_check) == 1 and not verdict_check[0].ok
 
 
 def test_rounds_hold_one_event_per_user_in_order() -> None:

@@ -23,8 +23,8 @@ def _service(names: list[str]) -> FeatureService:
     return FeatureService(name="svc_v1", features=[view])
 
 
-def _artifact(tmp_path: Path, names: list[str]) -> Path:
-    rng = np.random.default_rng(0)
+def _artifact(tmp_path: Path, names: list[str], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(300, len(names)))
     y = (x[:, 0] + rng.normal(0, 0.5, 300) > 0).astype(int)
     joblib.dump(make_pipeline(0).fit(x, y), tmp_path / MODEL_FILE)

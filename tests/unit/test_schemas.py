@@ -36,9 +36,16 @@ def test_committed_schemas_are_current() -> None:
 
 
 def test_a_score_message_of_the_stream_fits_its_schema() -> None:
-    body = json.loads(score_json("t1", 1, 0.25, "m-1", "2026-01-01T00:00:00+00:00", 3.5))
+    reasons = '[{"feature":"amount","contribution":0.5}]'
+    shadow = ',"challenger_version":"m-2","challenger_score":0.75,"challenger_decision":"review"'
+    when = "2026-01-01T00:00:00+00:00"
+    body = json.loads(score_json("t1", 1, 0.25, "m-1", when, 3.5, "approve", reasons))
     assert validator("score").is_valid(body)
     assert ScoreRecord.model_validate(body).score == 0.25
+    both = json.loads(score_json("t1", 1, 0.25, "m-1", when, 3.5, "approve", reasons, shadow))
+    assert validator("score").is_valid(both)
+    assert ScoreRecord.model_validate(both).challenger_decision == "review"
+    assert not validator("score").is_valid(body | {"decision": "maybe"})
     assert not validator("score").is_valid(body | {"score": 1.5})
 
 

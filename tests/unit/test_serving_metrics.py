@@ -15,7 +15,12 @@ from serving.schemas import PredictResult
 
 def _result(ages: dict[str, float | None]) -> PredictResult:
     return PredictResult(
-        score=0.5, feature_age_seconds=ages, missing_features=[], stale_features=[]
+        score=0.5,
+        decision="approve",
+        reasons=[],
+        feature_age_seconds=ages,
+        missing_features=[],
+        stale_features=[],
     )
 
 
@@ -38,7 +43,10 @@ def test_a_views_age_is_that_of_the_newest_value_read_and_never_goes_back() -> N
     age = samples[("serving_feature_view_age_seconds", (("feature_view", "user_profile"),))]
     assert 3600 <= age < 3600 + 60
     assert samples[("serving_feature_view_max_age_seconds", (("feature_view", "user_profile"),))]
-    assert samples[("serving_prediction_score_count", (("model_version", "v1"),))] == 4
+    assert (
+        samples[("serving_prediction_score_count", (("model_version", "v1"), ("role", "champion")))]
+        == 4
+    )
 
 
 def _partition(root: Path, day: str, status: str, rows: int) -> None:
