@@ -197,10 +197,6 @@ class Settings(BaseSettings):
     def data_dir(self) -> Path:
         return self.feature_repo.resolve().parent / "data"
 
-    @property
-    def model_path(self) -> Path:
-        return self.model_dir or self.data_dir / "model"
-
 
 @lru_cache
 def get_settings() -> Settings:
