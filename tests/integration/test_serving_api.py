@@ -42,7 +42,8 @@ def test_prediction_equals_predictor_on_sdk_features(client: TestClient, ready: 
     assert body["score"] == expected
     assert body["transaction_id"] == "t-1"
     assert body["feature_service"] == "fraud_model_v1"
-    assert body["model_version"].startswith("fraud_model_v1-")
+    champion = pin_models(ready.settings, feature_service(open_store(ready.settings))).champion
+    assert body["model_version"] == champion.version  # the registry version it serves
     assert body["request_id"] == r.headers["x-request-id"]
     assert set(body["feature_age_seconds"]) == {
         "user_profile",
@@ -51,8 +52,7 @@ def test_prediction_equals_predictor_on_sdk_features(client: TestClient, ready: 
     }
     for name, value in body["features"].items():
         assert value == (None if features[name][0] is None else float(features[name][0])), name
-    service = feature_service(open_store(ready.settings))
-    scored = pin_models(ready.settings, service).champion.score(features)
+    scored = champion.score(features)
     assert body["decision"] == scored.decisions[0]
     assert body["reasons"] == [
         {"feature": r.feature, "contribution": r.contribution} for r in scored.reasons(0)
