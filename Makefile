@@ -120,8 +120,18 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint services-up ## Lint, then run every test against the real Redis, Kafka and feast CLI
+# REDIS_MODE=cluster runs the tests whose subject is the clusters, with the session's stack on
+# the cluster under a Feast project of its own; not the rest (its two workers and its copies
+# of feature_repo/ are kept apart by Redis database, and a cluster has only db 0). One process:
+# test_redis_cluster flushes the cluster. Plain `make test` runs these files too.
+CLUSTER_TESTS := tests/integration/test_kafka_cluster.py tests/integration/test_redis_cluster.py
+
+test: lint services-up ## Lint, then every test against the real Redis, Kafka and feast CLI (REDIS_MODE=cluster: the cluster tests, on the cluster)
+ifeq ($(REDIS_MODE),cluster)
+	$(BIN)/pytest $(CLUSTER_TESTS)
+else
 	$(BIN)/pytest -n 2 --dist loadfile
+endif
 
 clean: ## Remove generated data and the model (keeps .venv and the Kafka jar cache)
 	rm -rf data

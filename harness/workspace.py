@@ -8,6 +8,7 @@ CLIs (``feast``, ``python -m ...``) need to work on it as a user would.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,25 @@ def create(root: Path, redis_url: str, **overrides: Any) -> Workspace:
     return Workspace(settings, env)
 
 
+def set_project(ws: Workspace, project: str) -> None:
+    """Give the workspace's repo a Feast project of its own. Redis keys carry the project, so
+    the workspace shares a database (on a Redis Cluster, the only one) without touching
+    anyone else's keys."""
+    yaml = ws.repo / "feature_store.yaml"
+    text, found = re.subn(r"^project: \w+$", f"project: {project}", yaml.read_text(), flags=re.M)
+    if found != 1:
+        raise RuntimeError(f"expected one `project:` line in {yaml}, found {found}")
+    yaml.write_text(text)
+
+
+def own_db(settings: Settings, db: int) -> str:
+    """``settings``' Redis on database ``db``, apart from the demo's. A Redis Cluster has only
+    db 0, so there it is shared: the callers' keys are their own users' or Feast project's."""
+    if settings.redis_type == "redis_cluster":
+        return settings.redis_connection_string
+    return with_db(settings.redis_connection_string, db)
+
+
 def generate_data(ws: Workspace, cfg: GeneratorConfig) -> DataFiles:
     """Synthetic data in the workspace, with the window aggregates backfilled."""
     files = generate(cfg, ws.settings.data_dir)
@@ -110,10 +130,9 @@ def prepare(name: str, cfg: GeneratorConfig, redis_db: int) -> Workspace:
     """A benchmark's workspace under bench/results/: generate, backfill, `feast apply` and
     `feast materialize`; prints how long each took."""
     base = Settings()
-    url = base.redis_connection_string
-    if base.redis_type == "redis":  # a Redis Cluster has only db 0: the workspace shares it
-        url = with_db(url, redis_db)
-    ws = create(RESULTS_DIR / f"{name}-workspace", url, redis_type=base.redis_type)
+    ws = create(
+        RESULTS_DIR / f"{name}-workspace", own_db(base, redis_db), redis_type=base.redis_type
+    )
     t = time.perf_counter()
     generate_data(ws, cfg)
     print(f"  data: {time.perf_counter() - t:.1f} s", flush=True)

@@ -9,6 +9,7 @@ so a demo's state is untouched.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
@@ -18,7 +19,7 @@ from core.redis_url import sync_client, with_db
 from core.settings import Settings
 from datagen.generate import GeneratorConfig
 from devservices import ensure_all
-from harness.workspace import Workspace, create, feast_cli, generate_data, stamp
+from harness.workspace import Workspace, create, feast_cli, generate_data, set_project, stamp
 
 # Its own Redis database, so tests never touch a demo's online store; under pytest-xdist
 # (make test runs two workers) each worker gets the next one, as its session fixtures flush it.
@@ -64,10 +65,15 @@ def services() -> Settings:
 
 @pytest.fixture(scope="session")
 def stack(services: Settings, clock: Clock, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    redis_url = with_db(services.redis_connection_string, TEST_REDIS_DB)
+    root = tmp_path_factory.mktemp("stack")
     # A generous online-read bound: a loaded CI box must not turn reads into 503s.
-    ws = create(tmp_path_factory.mktemp("stack"), redis_url, redis_timeout_ms=2000)
-    sync_client(redis_url).flushdb()
+    if services.redis_type == "redis_cluster":  # only db 0: a Feast project of its own instead
+        ws = create(root, services.redis_connection_string, redis_timeout_ms=2000)
+        set_project(ws, f"tests_{uuid.uuid4().hex[:10]}")
+    else:
+        redis_url = with_db(services.redis_connection_string, TEST_REDIS_DB)
+        ws = create(root, redis_url, redis_timeout_ms=2000)
+        sync_client(redis_url).flushdb()
     generate_data(ws, clock.data)
     ws.feast("apply")
     return ws

@@ -33,7 +33,6 @@ import numpy as np
 from confluent_kafka import Message
 
 from core.kafka import ensure_topics
-from core.redis_url import with_db
 from core.settings import PROJECT_ROOT, Settings
 from devservices.kafka_cluster import kill_node, start_node
 from harness.flow import flow_env, interrupt, launch_flow
@@ -50,6 +49,7 @@ from harness.kafka_cluster import (
 from harness.models import champion_dir_or_exit
 from harness.report import RESULTS_DIR, Check, table, write_json
 from harness.stream import outcome_checks, private_events
+from harness.workspace import own_db
 from streaming.sinks import ScoreSink
 from verify.faults_stream import WAIT_S, load_merchants
 
@@ -263,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-db", type=int, default=12, help="the command's own database")
     args = parser.parse_args(argv)
     base = Settings()
-    redis = with_db(base.redis_connection_string, args.redis_db)
-    settings = base.model_copy(update={"redis_connection_string": redis})
+    settings = base.model_copy(update={"redis_connection_string": own_db(base, args.redis_db)})
     champion_dir_or_exit(settings)
     load_merchants(settings)
     workdir = RESULTS_DIR / "faults_kafka_cluster-work"

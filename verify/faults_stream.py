@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.redis_url import with_db
 from core.settings import Settings
 from core.store import open_store
 from harness.flow import flow_env, interrupt, launch_flow
@@ -34,6 +33,7 @@ from harness.models import champion_dir_or_exit
 from harness.report import RESULTS_DIR, Check, table, write_json
 from harness.servers import PrivateKafka
 from harness.stream import fresh_topics, outcome_checks, private_events
+from harness.workspace import own_db
 
 HOLD = 0.9  # the last 10% of events wait until the fault is over, so it lands mid-stream
 WAIT_S = 180.0  # bound on any one wait for the flow
@@ -222,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=19092, help="private broker (+1: controller)")
     args = parser.parse_args(argv)
     base = Settings()
-    redis = with_db(base.redis_connection_string, args.redis_db)
-    settings = base.model_copy(update={"redis_connection_string": redis})
+    settings = base.model_copy(update={"redis_connection_string": own_db(base, args.redis_db)})
     champion_dir_or_exit(settings)
     load_merchants(settings)
     workdir = RESULTS_DIR / "faults_stream-work"

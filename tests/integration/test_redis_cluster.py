@@ -48,6 +48,7 @@ def on_cluster(ready: Stack, clock: Clock, tmp_path_factory: pytest.TempPathFact
         root, settings.redis_connection_string, redis_type="redis_cluster", redis_timeout_ms=2000
     )
     shutil.copytree(ready.settings.data_dir, ws.settings.data_dir, dirs_exist_ok=True)
+    shutil.copy(ready.repo / "feature_store.yaml", ws.repo)  # the registry's project
     start = stamp(clock.now - timedelta(days=3))  # every view's newest rows: enough to compare
     out = ws.run(feast_cli(), "materialize", start, clock.materialize_end)
     assert out.returncode == 0, out.stderr
