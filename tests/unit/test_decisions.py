@@ -1,5 +1,6 @@
 """Decision bands picked on the holdout, decisions at their edges, reasons from the logit
-terms, and the same decision and reasons in the batch rows and the stream's messages."""
+terms, the same decision and reasons in the batch rows and the stream's messages, and the
+metrics comparing a challenger with the champion."""
 
 from __future__ import annotations
 
@@ -9,19 +10,26 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from scipy.special import logit
 
 from batch.score import reasons_array, scored_columns
 from core.cli import UserError
+from core.events import ScoreRecord
 from core.predictor import (
     MANIFEST_FILE,
     Bands,
     ContractMismatch,
     Models,
     Predictor,
+    Scored,
+    Shadowed,
     top_reasons,
 )
-from streaming.runtime import reasons_json, shadow_json
+from serving.metrics import Metrics
+from streaming.metrics import StreamMetrics
+from streaming.runtime import reasons_json, score_json, shadow_json
 from tests.unit.test_predictor import _artifact, _service
 from training.evaluate import pick_bands
 
@@ -140,3 +148,51 @@ def test_batch_rows_and_stream_messages_carry_the_same_reasons(
     assert out["decision"].to_pylist() == scored.decisions.tolist()
     assert out["challenger_score"].null_count == 200
     assert shadow_json(None, 2) == ["", ""]
+    both = Models(predictor, predictor).score(columns)
+    assert both.challenger is not None
+    when = "2026-01-01T00:00:00+00:00"
+    reasons, shadow = reasons_json(both.champion)[7], shadow_json(both.challenger, 200)[7]
+    text = score_json("t", 1, 0.5, "v", when, 1.0, "approve", reasons, shadow)
+    record = ScoreRecord.model_validate_json(text)
+    assert record.challenger_score == both.challenger.scores[7]
+    assert record.challenger_decision == both.challenger.decisions[7]
+    assert [(r.feature, r.contribution) for r in record.reasons] == want[7]
+
+
+def _scored(version: str, scores: list[float], codes: list[int]) -> Scored:
+    n = len(scores)
+    none = np.full((n, 3), -1)
+    return Scored(
+        version, NAMES, np.array(scores), np.array(codes, np.int8), none, np.zeros((n, 3))
+    )
+
+
+def test_api_and_stream_metrics_compare_the_two_models_decisions() -> None:
+    champion = _scored("m/1", [0.1, 0.5, 0.9, 0.2], [0, 1, 2, 0])
+    shadow = Shadowed(champion, _scored("m/2", [0.1, 0.6, 0.4, 0.7], [0, 1, 1, 1]))
+    api = Metrics()
+    api.observe_shadow(shadow)
+    api.observe_shadow(Shadowed(champion, None))  # no challenger: nothing recorded
+    stream_registry = CollectorRegistry()
+    StreamMetrics(60.0, stream_registry).observe_scored(shadow)
+    for prefix, text in (
+        ("serving", api.exposition()[0].decode()),
+        ("stream", generate_latest(stream_registry).decode()),
+    ):
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        pair = (("challenger_version", "m/2"), ("champion_version", "m/1"))
+        agreement = f"{prefix}_shadow_agreement_total"
+        assert samples[(agreement, (*pair, ("outcome", "agree")))] == 2
+        assert samples[(agreement, (*pair, ("outcome", "disagree")))] == 2
+        role = (("model_version", "m/2"), ("role", "challenger"))
+        assert samples[(f"{prefix}_prediction_score_count", role)] == 4
+    stream_decisions = [line for line in text.splitlines() if "stream_decisions_total{" in line]
+    assert sorted(stream_decisions) == [
+        'stream_decisions_total{decision="approve",model_version="m/1"} 2.0',
+        'stream_decisions_total{decision="decline",model_version="m/1"} 1.0',
+        'stream_decisions_total{decision="review",model_version="m/1"} 1.0',
+    ]
