@@ -51,20 +51,25 @@ def score_json(
 
 
 def reasons_json(scored: Scored) -> list[str]:
-    """Each row's reasons as a JSON array, contributions at full precision (as the score)."""
-    quoted = [json.dumps(name) for name in scored.features]
-    return [
-        "["
-        + ",".join(
-            f'{{"feature":{quoted[i]},"contribution":{v!r}}}'
-            for i, v in zip(index, values, strict=True)
-            if i >= 0
-        )
-        + "]"
-        for index, values in zip(
-            scored.reason_index.tolist(), scored.reason_value.tolist(), strict=True
-        )
-    ]
+    """Each row's reasons as a JSON array, contributions at full precision (as the score).
+
+    One f-string per count of reasons (the used slots lead each row) rather than a join per
+    reason: cheaper per event (``docs/performance.md``, "Decisions and reasons").
+    """
+    item = [f'{{"feature":{json.dumps(name)},"contribution":' for name in scored.features]
+    counts = (scored.reason_index >= 0).sum(axis=1).tolist()
+    rows = zip(scored.reason_index.tolist(), scored.reason_value.tolist(), counts, strict=True)
+    out = []
+    for (a, b, c), (x, y, z), k in rows:
+        if k == 3:
+            out.append(f"[{item[a]}{x!r}}},{item[b]}{y!r}}},{item[c]}{z!r}}}]")
+        elif k == 2:
+            out.append(f"[{item[a]}{x!r}}},{item[b]}{y!r}}}]")
+        elif k == 1:
+            out.append(f"[{item[a]}{x!r}}}]")
+        else:
+            out.append("[]")
+    return out
 
 
 def shadow_json(shadow: Scored | None, n: int) -> list[str]:

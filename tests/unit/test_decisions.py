@@ -196,3 +196,12 @@ def test_api_and_stream_metrics_compare_the_two_models_decisions() -> None:
         'stream_decisions_total{decision="decline",model_version="m/1"} 1.0',
         'stream_decisions_total{decision="review",model_version="m/1"} 1.0',
     ]
+
+
+def test_stream_reasons_json_for_every_count_of_reasons() -> None:
+    index = np.array([[1, 3, 0], [-1, -1, -1], [2, -1, -1], [0, 4, -1]])
+    values = np.array([[3.0, 2.0, 0.1], [0, 0, 0], [0.5, 0, 0], [1e-17, 1e-18, 0]])
+    scored = Scored("m/1", NAMES, np.zeros(4), np.zeros(4, np.int8), index, values)
+    got = [[(r["feature"], r["contribution"]) for r in json.loads(t)] for t in reasons_json(scored)]
+    assert got == [[(r.feature, r.contribution) for r in row] for row in scored.all_reasons()]
+    assert [len(row) for row in got] == [3, 0, 1, 2]
