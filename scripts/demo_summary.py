@@ -16,6 +16,7 @@ from harness.models import champion_dir
 from harness.servers import free_port, launched, serving_command
 from registry.store import Registry
 from scripts.schemas import MODELS, path
+from training.evaluate import describe_bands
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
     (
@@ -45,7 +46,7 @@ def offline(settings: Settings) -> None:
         f"  model              {manifest['model_version']}: holdout ROC AUC {m['roc_auc']:.3f}, "
         f"PR AUC {m['pr_auc']:.3f}  ({model_dir}/report.png)"
     )
-    print(f"  decision bands     {bands(manifest)}")
+    print(f"  decision bands     {describe_bands(manifest['decision'])}")
     where = settings.model_dir or f"{Registry(settings).describe()} (fraud-models list)"
     print(f"  model registry     {where}")
 
@@ -93,16 +94,6 @@ def decision(answer: dict[str, Any]) -> str:
     """The decision and the features that pushed the score most, as the API returned them."""
     why = ", ".join(f"{r['feature']} +{r['contribution']:.2f}" for r in answer["reasons"])
     return f"decision {answer['decision']}, reasons (logit terms): {why or 'none'}"
-
-
-def bands(manifest: dict[str, Any]) -> str:
-    d = manifest["decision"]
-    rule, review, decline = d["rule"], d["holdout"]["review"], d["holdout"]["decline"]
-    return (
-        f"review at score >= {d['review_at']:.4f}, decline at >= {d['decline_at']:.4f} "
-        f"(flagging {rule['review_fpr']:.1%} / {rule['decline_fpr']:.1%} of legitimate holdout "
-        f"rows; fraud caught {review['recall']:.0%} / {decline['recall']:.0%})"
-    )
 
 
 def observability(settings: Settings) -> None:

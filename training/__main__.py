@@ -13,6 +13,7 @@ from core.models import pin_models
 from core.settings import get_settings
 from core.store import feature_service, open_store
 from registry.register import register_trained
+from training.evaluate import describe_bands
 from training.train import TrainConfig, train
 
 
@@ -98,6 +99,7 @@ def _summary(manifest: dict[str, Any]) -> None:
         f"ECE {m['expected_calibration_error']:.4f} "
         f"({manifest['rows']['train']} train / {manifest['rows']['holdout']} holdout rows)"
     )
+    print(f"decision bands: {describe_bands(manifest['decision'])}")
 
 
 def main(argv: list[str] | None = None) -> int:

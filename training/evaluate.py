@@ -84,6 +84,16 @@ def pick_bands(
     }
 
 
+def describe_bands(block: dict[str, Any]) -> str:
+    """The manifest's decision block in one line: thresholds, the rule, what they catch."""
+    rule, review, decline = block["rule"], block["holdout"]["review"], block["holdout"]["decline"]
+    return (
+        f"review at score >= {block['review_at']:.4f}, decline at >= {block['decline_at']:.4f} "
+        f"(flagging {rule['review_fpr']:.1%} / {rule['decline_fpr']:.1%} of legitimate holdout "
+        f"rows; fraud caught {review['recall']:.0%} / {decline['recall']:.0%})"
+    )
+
+
 def write_report(y: np.ndarray, p: np.ndarray, summary: dict[str, Any], out: Path) -> None:
     """ROC, precision-recall and reliability curves in one PNG."""
     import matplotlib
