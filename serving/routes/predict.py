@@ -59,7 +59,7 @@ async def _score(
         request.state.features = [r.features for r in results]
         if not explain:
             for r in results:
-                r.features = None
+                r.features = r.challenger = None
     state.metrics.observe(results, version)
     return version, results
 
