@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from core.events import EXTRA_FORBIDDEN, Decision, TransactionRequest
 
@@ -68,8 +68,27 @@ class ReasonOut(BaseModel):
 REASONS_HELP = "up to 3 features with the largest positive contributions, highest first"
 
 
+EXAMPLE_REASONS: list[JsonValue] = [
+    {"feature": "amount_to_avg_30d", "contribution": 2.31},
+    {"feature": "is_foreign", "contribution": 0.87},
+]
+
+
 class ShadowResult(BaseModel):
     """The challenger's shadow score on the same feature vector (never acted on)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_version": "fraud-detector/4",
+                    "score": 0.31,
+                    "decision": "decline",
+                    "reasons": EXAMPLE_REASONS,
+                }
+            ]
+        }
+    )
 
     model_version: str
     score: float = Field(description="fraud probability in [0, 1]")
@@ -96,6 +115,25 @@ class PredictResult(BaseModel):
 
 
 class PredictResponse(PredictResult):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "transaction_id": "t-42-0001",
+                    "score": 0.083,
+                    "decision": "review",
+                    "reasons": EXAMPLE_REASONS,
+                    "feature_age_seconds": {"user_txn_windows": 3.2, "user_profile": 5400.0},
+                    "missing_features": [],
+                    "stale_features": [],
+                    "request_id": "8f2c1e0a9b7d4c3e",
+                    "model_version": "fraud-detector/3",
+                    "feature_service": "fraud_model_v1",
+                }
+            ]
+        }
+    )
+
     request_id: str
     model_version: str
     feature_service: str
