@@ -8,6 +8,7 @@ follow the aliases within MODEL_RELOAD_INTERVAL_S; batch pins them at job start.
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime, timezone
 
 from core.cli import Parser, UserError, run_cli
@@ -51,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> int:
-    registry = Registry(get_settings())
+    settings = get_settings()
+    registry = Registry(settings)
+    if settings.model_dir is not None:  # the aliases would move, and no mode would follow
+        print(
+            f"note: MODEL_DIR={settings.model_dir} is set: every mode loads it, not these aliases",
+            file=sys.stderr,
+        )
     try:
         if args.command == "list":
             _print_table(registry)
