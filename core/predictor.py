@@ -94,7 +94,8 @@ class Bands:
                 f"model {version} has no decision bands in its manifest; "
                 "retrain with `python -m training`"
             ) from None
-        if not 0.0 <= bands.review_at <= bands.decline_at <= 1.0:
+        # Above 1 is allowed: a band no score reaches (its rate allowed no holdout row).
+        if not (0.0 <= bands.review_at <= bands.decline_at and np.isfinite(bands.decline_at)):
             raise ContractMismatch(f"model {version} has invalid decision bands {block}; retrain")
         return bands
 

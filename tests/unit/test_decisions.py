@@ -205,3 +205,11 @@ def test_stream_reasons_json_for_every_count_of_reasons() -> None:
     got = [[(r["feature"], r["contribution"]) for r in json.loads(t)] for t in reasons_json(scored)]
     assert got == [[(r.feature, r.contribution) for r in row] for row in scored.all_reasons()]
     assert [len(row) for row in got] == [3, 0, 1, 2]
+
+
+def test_bands_out_of_order_are_refused_and_a_band_above_one_is_never_reached() -> None:
+    above = float(np.nextafter(1.0, 2.0))  # what a rate that allows no holdout row gives
+    bands = Bands.from_manifest({"decision": {"review_at": 0.5, "decline_at": above}}, "v")
+    assert bands.codes(np.array([0.4, 0.5, 1.0])).tolist() == [0, 1, 1]
+    with pytest.raises(ContractMismatch, match="invalid decision bands"):
+        Bands.from_manifest({"decision": {"review_at": 0.6, "decline_at": 0.5}}, "v")
