@@ -123,9 +123,9 @@ class ModelWatcher:
     """Follows the aliases for the API and the stream, off the hot path.
 
     Readers take ``current`` once per request or micro-batch; a check replaces it with a new
-    ``Models`` in one assignment. A refused candidate (checksum, contract, download) keeps
-    the role's previous model and sets ``refused``; it is not retried until its alias moves
-    or a forced check.
+    ``Models`` in one assignment. A refused candidate (checksum, contract) keeps the role's
+    previous model and sets ``refused``; it is not retried until its alias moves or a forced
+    check. A failed download or registry read also keeps the previous model, and is retried.
     """
 
     def __init__(
@@ -164,9 +164,8 @@ class ModelWatcher:
             old = self.current
             champion = self._role(CHAMPION, keys, old.champion, force)
             challenger = self._role(CHALLENGER, keys, old.challenger, force)
-            self.refused = next(
-                (self._refusals[k] for r, k in keys.items() if self._loaded.get(r) != k), None
-            )
+            pending = [k for r, k in keys.items() if self._loaded.get(r) != k]
+            self.refused = next((self._refusals[k] for k in pending if k in self._refusals), None)
             if champion is old.champion and challenger is old.challenger:
                 return False
             assert champion is not None  # resolve() always yields a champion key here
@@ -187,9 +186,12 @@ class ModelWatcher:
             return previous
         try:
             fresh = self._source.load(key)
-        except Exception as exc:  # UserError (checksum, contract), a failed download, ...
+        except UserError as exc:  # checksum or contract: this artifact never loads
             self._refusals[key] = f"{role} {key} refused: {exc}"
             log.warning("%s; %s keeps serving", self._refusals[key], _name(previous))
+            return previous
+        except Exception as exc:  # a failed download or registry read: retried next check
+            self._note(f"{role} {key} not loaded yet ({exc}); {_name(previous)} keeps serving")
             return previous
         self._refusals.pop(key, None)
         self._loaded[role] = key

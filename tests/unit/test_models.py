@@ -131,6 +131,23 @@ def test_lost_champion_alias_or_registry_keeps_serving(tmp_path: Path) -> None:
     assert watcher.check() is False and watcher.current.champion.version == "m/1"
 
 
+def test_failed_download_keeps_serving_and_is_retried(tmp_path: Path) -> None:
+    watcher, source = _watcher(tmp_path, {"champion": "1"})
+    real_load = source.load
+    failures = iter([OSError("connection reset")])
+
+    def flaky(key: str) -> Predictor:
+        for exc in failures:
+            raise exc
+        return real_load(key)
+
+    source.load = flaky  # type: ignore[method-assign]
+    source.keys = {"champion": "2"}
+    assert watcher.check() is False and watcher.current.champion.version == "m/1"
+    assert watcher.refused is None  # not the artifact's fault
+    assert watcher.check() is True and watcher.current.champion.version == "m/2"
+
+
 def test_no_champion_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no champion"):
         _watcher(tmp_path, {})
