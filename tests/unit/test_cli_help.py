@@ -12,6 +12,7 @@ from bytewax.run import _create_arg_parser
 import batch.__main__
 import datagen.__main__
 import devservices.__main__
+import registry.__main__
 import serving.__main__
 import streaming.__main__
 import streaming.produce
@@ -27,6 +28,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "fraud-stream": _create_arg_parser,
     "fraud-produce": streaming.produce.build_parser,
     "fraud-serve": serving.__main__.build_parser,
+    "fraud-models": registry.__main__.build_parser,
 }
 
 
