@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -233,31 +234,35 @@ def run(settings: Settings, versions: Versions, workdir: Path, load: Load = Load
     env = flow_env(settings, bootstrap, topics) | registry_env(settings)
     env.pop("MODEL_DIR", None)
     port = free_port()
-    api_cmd = serving_command(port, load.workers)
-    with launched(api_cmd, f"http://{HOST}:{port}/health", workdir / "api.log", env, PROJECT_ROOT):
-        ready = httpx.get(f"http://{HOST}:{port}/ready", timeout=10).json()
-        if ready.get("model_version") != versions.old:
-            raise RuntimeError(f"the API serves {ready.get('model_version')}, not {versions.old}")
-        timeline, samples = _under_load(
-            settings, workdir, env, events, topics, port, load, versions
-        )
+    url = f"http://{HOST}:{port}"
+    # The stream starts while the API does: both load the registry's champion.
+    flow = launch_flow(env, workdir / "recovery", workdir / "flow.log", tail=True)
+    try:
+        api_cmd = serving_command(port, load.workers)
+        with launched(api_cmd, f"{url}/health", workdir / "api.log", env, PROJECT_ROOT):
+            serving = httpx.get(f"{url}/ready", timeout=10).json().get("model_version")
+            if serving != versions.old:
+                raise RuntimeError(f"the API serves {serving}, not {versions.old}")
+            got = _under_load(settings, workdir, flow, events, topics, port, load, versions)
+    finally:
+        interrupt(flow)
+    timeline, samples = got
     api = api_outcome(samples, timeline, versions)
     stream = stream_outcome(settings, bootstrap, topics.scores, events, timeline, versions)
     return summarize(api, stream, versions)
 
 
 def _under_load(
-    settings: Settings, workdir: Path, env: dict[str, str], events: pd.DataFrame,
+    settings: Settings, workdir: Path, flow: subprocess.Popen[bytes], events: pd.DataFrame,
     topics: Topics, port: int, load: Load, versions: Versions,
 ) -> tuple[Timeline, list[Sample]]:  # fmt: skip
-    """Stream up, then load and production for ``load.seconds`` with the promotion at a
-    third and the rollback at two thirds; returns once every event is scored."""
+    """Once the stream scores, load and production for ``load.seconds`` with the promotion
+    at a third and the rollback at two thirds; returns once every event is scored."""
     bootstrap = settings.kafka_bootstrap_servers
     registry = Registry(settings)
     n = len(events)
     watcher = ScoreWatcher(bootstrap, topics.scores)
     producer = PacedProducer(bootstrap, topics.transactions, events, load.seconds)
-    flow = launch_flow(env, workdir / "recovery", workdir / "flow.log", tail=True)
     samples: list[Sample] = []
     requests = api_requests(events)
     api = Worker(lambda: samples.extend(open_loop(port, requests, load.rate, load.seconds)))
@@ -284,7 +289,6 @@ def _under_load(
     finally:
         producer.allow(n)
         watcher.stop()
-        interrupt(flow)
 
 
 def build_parser() -> argparse.ArgumentParser:
