@@ -142,9 +142,11 @@ class ModelWatcher:
         keys = self._source.resolve()
         if CHAMPION not in keys:
             raise _no_champion(self._source)
-        self._loaded: Keys = dict(keys)
-        challenger = self._source.load(keys[CHALLENGER]) if CHALLENGER in keys else None
-        self.current = Models(self._source.load(keys[CHAMPION]), challenger)
+        self._loaded: Keys = {CHAMPION: keys[CHAMPION]}
+        champion = self._source.load(keys[CHAMPION])  # a bad champion: no start
+        # A bad challenger is refused as later ones are: the champion serves alone.
+        self.current = Models(champion, self._role(CHALLENGER, keys, None, force=False))
+        self.refused = self._refusal(keys)
 
     def check(self, force: bool = False) -> bool:
         """Re-resolve the aliases and load what changed; True if ``current`` was replaced."""
@@ -158,14 +160,15 @@ class ModelWatcher:
                 keys[CHAMPION] = self._loaded[CHAMPION]
                 if isinstance(self._source, RegistrySource):
                     self._note(f"no champion in {self._source.describe()}; keeping the last one")
+            else:
+                self._noted = ""  # resolved fine: the next problem is news again
             if keys == self._loaded and not force:
                 self.refused = None  # e.g. rolled back from a refused candidate
                 return False
             old = self.current
             champion = self._role(CHAMPION, keys, old.champion, force)
             challenger = self._role(CHALLENGER, keys, old.challenger, force)
-            pending = [k for r, k in keys.items() if self._loaded.get(r) != k]
-            self.refused = next((self._refusals[k] for k in pending if k in self._refusals), None)
+            self.refused = self._refusal(keys)
             if champion is old.champion and challenger is old.challenger:
                 return False
             assert champion is not None  # resolve() always yields a champion key here
@@ -196,6 +199,11 @@ class ModelWatcher:
         self._refusals.pop(key, None)
         self._loaded[role] = key
         return fresh
+
+    def _refusal(self, keys: Keys) -> str | None:
+        """Why an alias points at a version that is not loaded, if it was refused."""
+        pending = [k for r, k in keys.items() if self._loaded.get(r) != k]
+        return next((self._refusals[k] for k in pending if k in self._refusals), None)
 
     def _note(self, message: str) -> None:
         """A warning once per distinct problem, not once per interval."""

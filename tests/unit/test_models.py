@@ -148,6 +148,12 @@ def test_failed_download_keeps_serving_and_is_retried(tmp_path: Path) -> None:
     assert watcher.check() is True and watcher.current.champion.version == "m/2"
 
 
+def test_bad_challenger_at_start_is_refused_and_the_champion_serves(tmp_path: Path) -> None:
+    watcher, _ = _watcher(tmp_path, {"champion": "1", "challenger": "3"})
+    assert watcher.current.champion.version == "m/1" and watcher.current.challenger is None
+    assert watcher.refused is not None and watcher.refused.startswith("challenger 3 refused")
+
+
 def test_no_champion_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no champion"):
         _watcher(tmp_path, {})
