@@ -90,7 +90,8 @@ def _no_champion(source: Source) -> UserError:
 
 def pin_models(settings: Settings, service: FeatureService) -> Models:
     """Resolve champion (and challenger, if the alias is set) once and load them: batch,
-    parity, tests. A bad champion raises; a bad challenger is logged and left out."""
+    parity, tests. A bad champion raises; a challenger that fails to load is logged and left
+    out."""
     source = open_source(settings, service)
     keys = source.resolve()
     if CHAMPION not in keys:
@@ -100,8 +101,8 @@ def pin_models(settings: Settings, service: FeatureService) -> Models:
     if CHALLENGER in keys:
         try:
             challenger = source.load(keys[CHALLENGER])
-        except UserError as exc:  # shadow scoring never blocks the champion's scores
-            log.warning("challenger refused, scoring without it: %s", exc)
+        except Exception as exc:  # refused or not downloadable: shadowing never blocks scoring
+            log.warning("challenger %s not used, scoring without it: %s", keys[CHALLENGER], exc)
     return Models(champion, challenger)
 
 
