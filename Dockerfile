@@ -17,6 +17,7 @@ COPY README.md ./
 COPY core ./core
 COPY datagen ./datagen
 COPY training ./training
+COPY registry ./registry
 COPY batch ./batch
 COPY serving ./serving
 COPY streaming ./streaming
