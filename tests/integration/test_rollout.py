@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from batch.score import ScoreOptions, run_score
 from core.models import pin_models
 from core.predictor import ContractMismatch
 from core.settings import Settings
@@ -158,7 +159,7 @@ def _logged(log: Path, text: str) -> Callable[[], bool]:
 
 
 def test_a_challenger_is_shadow_scored_in_every_mode(
-    ready: Stack, private: Private, registry: Registry, clock: Clock, tmp_path: Path
+    private: Private, registry: Registry, clock: Clock, tmp_path: Path
 ) -> None:
     settings, versions = private.settings, private.versions
     registry.set_alias(CHALLENGER, _number(versions.new))
@@ -185,11 +186,10 @@ def test_a_challenger_is_shadow_scored_in_every_mode(
     assert all(r["challenger_version"] == versions.new for r in records)
     assert all(0.0 <= r["challenger_score"] <= 1.0 for r in records)
 
-    day = f"{clock.now - timedelta(days=1):%Y-%m-%d}"
+    day = (clock.now - timedelta(days=1)).date()
     output = tmp_path / "scores"
-    args = ("score", "--date", day, "--limit", "300", "--output", str(output))
-    out = ready.python("-m", "batch", *args, env=registry_env(settings))
-    assert out.returncode == 0, out.stdout + out.stderr
+    batch = settings.model_copy(update={"batch_output_dir": str(output)})
+    run_score(batch, ScoreOptions(day=day, limit=300, workers=1))
     rows = pd.read_parquet(output / f"date={day}")
     assert len(rows) == 300 and (rows["model_version"] == versions.old).all()
     assert (rows["challenger_version"] == versions.new).all()
