@@ -50,18 +50,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def setup_logging() -> None:
+    """Libraries (Feast logs every registry refresh) at WARNING; our own modules at INFO."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    for ours in OUR_PACKAGES:
+        logging.getLogger(ours).setLevel(logging.INFO)
+
+
 def run_cli(
     parser: argparse.ArgumentParser,
     handler: Callable[[argparse.Namespace], int],
     argv: list[str] | None = None,
 ) -> int:
     """Parse ``argv`` and run ``handler``, turning expected failures into one-line errors."""
-    # Libraries (Feast logs every registry refresh) stay at WARNING; our own modules log INFO.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    for ours in OUR_PACKAGES:
-        logging.getLogger(ours).setLevel(logging.INFO)
+    setup_logging()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its one-line usage error

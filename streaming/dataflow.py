@@ -27,6 +27,7 @@ from bytewax.connectors.files import FileSink, FileSource
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow, Stream
 
+from core.cli import setup_logging
 from core.kafka import client_config, ensure_stream_topics
 from core.settings import Settings, get_settings
 from streaming.records import Chunk, DeadLetter, Raw, Stepped, source_headers
@@ -84,6 +85,7 @@ def get_flow(replay: str | None = None, out_dir: str | None = None, tail: bool =
 
     ``tail=False`` stops at the end of every partition (tests, benchmarks, backfills).
     """
+    setup_logging()  # bytewax.run sets none: model swaps and refusals must reach the log
     settings = get_settings()
     flow = Dataflow("fraud_stream")
 
