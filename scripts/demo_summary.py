@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 
+from core.models import pin_models
 from core.predictor import MANIFEST_FILE
 from core.settings import PROJECT_ROOT, Settings, get_settings
-from core.store import open_store
+from core.store import feature_service, open_store
 from harness.models import champion_dir
 from harness.servers import free_port, launched, serving_command
 from registry.store import Registry
@@ -38,12 +39,13 @@ def offline(settings: Settings) -> None:
         print(f"  {name:<18} {pq.read_metadata(path).num_rows:>9,} rows  {path}")
     store = open_store(settings)
     views = sorted(v.name for v in store.list_feature_views())
-    print(f"  registry           {settings.data_dir / 'registry.db'}: views {', '.join(views)}")
+    print(f"  feast registry     {settings.data_dir / 'registry.db'}: views {', '.join(views)}")
     model_dir = champion_dir(settings)
     manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
     m = manifest["metrics"]
+    champion = pin_models(settings, feature_service(store)).champion.version
     print(
-        f"  model              {manifest['model_version']}: holdout ROC AUC {m['roc_auc']:.3f}, "
+        f"  model              {champion} (champion): holdout ROC AUC {m['roc_auc']:.3f}, "
         f"PR AUC {m['pr_auc']:.3f}  ({model_dir}/report.png)"
     )
     print(f"  decision bands     {describe_bands(manifest['decision'])}")
