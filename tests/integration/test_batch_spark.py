@@ -449,9 +449,8 @@ def test_bad_inputs_fail_as_on_duckdb_and_leave_the_output_untouched(
     """``make fuzz``'s batch corpus, run through ``python -m batch``'s ``main`` on Spark."""
     day = fuzz_batch.latest_day(trained.settings)
     env = fuzz_batch.prepare(trained.settings, tmp_path, day, rows=300)  # scored on DuckDB
-    for name in ("FEATURE_REPO", "REDIS_CONNECTION_STRING", "KAFKA_BOOTSTRAP_SERVERS"):
-        monkeypatch.setenv(name, env[name])
-    monkeypatch.delenv("MODEL_DIR", raising=False)
+    for name in ("FEATURE_REPO", "REDIS_CONNECTION_STRING", "KAFKA_BOOTSTRAP_SERVERS", "MODEL_DIR"):
+        monkeypatch.setenv(name, env[name])  # MODEL_DIR: the champion that prepare copied
     monkeypatch.setenv("BATCH_ENGINE", "spark")
     get_settings.cache_clear()
     try:
