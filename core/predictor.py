@@ -140,7 +140,7 @@ class Scored:
         return self._reasons(self.reason_index[row].tolist(), self.reason_value[row].tolist())
 
     def all_reasons(self) -> list[list[Reason]]:
-        # tolist() once: iterating numpy rows element by element cost ~10 us per row
+        # tolist() once: numpy element access row by row is slow (docs/performance.md)
         rows = zip(self.reason_index.tolist(), self.reason_value.tolist(), strict=True)
         return [self._reasons(index, values) for index, values in rows]
 
