@@ -274,6 +274,14 @@ class Shadowed:
     champion: Scored
     challenger: Scored | None
 
+    def agreement(self) -> dict[str, int]:
+        """How many records' challenger decision equals the champion's: the metrics' outcome
+        label (agree, disagree) -> count; empty without a challenger."""
+        if self.challenger is None:
+            return {}
+        agree = int((self.challenger.codes == self.champion.codes).sum())
+        return {"agree": agree, "disagree": len(self.challenger.codes) - agree}
+
 
 @dataclass(frozen=True)
 class Models:

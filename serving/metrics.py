@@ -181,9 +181,8 @@ class Metrics:
         score = self.score.labels(shadow.version, "challenger")
         for value in shadow.scores.tolist():
             score.observe(value)
-        agree = int((shadow.codes == scored.champion.codes).sum())
         versions = (scored.champion.version, shadow.version)
-        for outcome, count in (("agree", agree), ("disagree", len(shadow.codes) - agree)):
+        for outcome, count in scored.agreement().items():
             if count:
                 self.agreement.labels(*versions, outcome).inc(count)
 

@@ -160,9 +160,8 @@ class StreamMetrics:
         if shadow is None:
             return
         self.score.observe_many(shadow.scores, shadow.version, "challenger")
-        agree = int((shadow.codes == champion.codes).sum())
         versions = (champion.version, shadow.version)
-        for outcome, count in (("agree", agree), ("disagree", len(shadow.codes) - agree)):
+        for outcome, count in scored.agreement().items():
             if count:
                 self.agreement.labels(*versions, outcome).inc(count)
 
