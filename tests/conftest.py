@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from core.contract import WINDOWS_VIEW
 from core.redis_url import sync_client, with_db
 from core.settings import Settings
 from datagen.generate import GeneratorConfig
@@ -66,13 +67,16 @@ def services() -> Settings:
 @pytest.fixture(scope="session")
 def stack(services: Settings, clock: Clock, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     root = tmp_path_factory.mktemp("stack")
-    # A generous online-read bound: a loaded CI box must not turn reads into 503s.
+    # A generous online-read bound: a loaded CI box must not turn reads into 503s. The data
+    # ends at 00:00 UTC, so late in the day the sample user's windows pass their 1-day TTL
+    # and the API would impute them: a fixed bound keeps the answers independent of the hour.
+    settings = {"redis_timeout_ms": 2000, "serving_max_age_seconds": {WINDOWS_VIEW: 7 * 86400}}
     if services.redis_type == "redis_cluster":  # only db 0: a Feast project of its own instead
-        ws = create(root, services.redis_connection_string, redis_timeout_ms=2000)
+        ws = create(root, services.redis_connection_string, **settings)
         set_project(ws, f"tests_{uuid.uuid4().hex[:10]}")
     else:
         redis_url = with_db(services.redis_connection_string, TEST_REDIS_DB)
-        ws = create(root, redis_url, redis_timeout_ms=2000)
+        ws = create(root, redis_url, **settings)
         sync_client(redis_url).flushdb()
     generate_data(ws, clock.data)
     ws.feast("apply")
