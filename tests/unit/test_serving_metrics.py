@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,19 +35,23 @@ def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 
 def test_a_views_age_is_that_of_the_newest_value_read_and_never_goes_back() -> None:
+    # Labels of its own: once Feast is imported, prometheus_client may be in multi-process
+    # mode, where every Metrics in this process shares series with the same labels.
+    view, version = f"view_{uuid.uuid4().hex[:8]}", f"v_{uuid.uuid4().hex[:8]}"
     metrics = Metrics()
-    metrics.set_max_ages({"user_profile": 172800.0})
-    metrics.observe([_result({"user_profile": 7200.0}), _result({"user_profile": None})], "v1")
-    metrics.observe([_result({"user_profile": 3600.0})], "v1")
-    metrics.observe([_result({"user_profile": 90000.0})], "v1")  # an older row: no change
+    metrics.set_max_ages({view: 172800.0})
+    metrics.observe([_result({view: 7200.0}), _result({view: None})], version)
+    metrics.observe([_result({view: 3600.0})], version)
+    metrics.observe([_result({view: 90000.0})], version)  # an older row: no change
     samples = _samples(metrics)
-    age = samples[("serving_feature_view_age_seconds", (("feature_view", "user_profile"),))]
+    age = samples[("serving_feature_view_age_seconds", (("feature_view", view),))]
     assert 3600 <= age < 3600 + 60
-    assert samples[("serving_feature_view_max_age_seconds", (("feature_view", "user_profile"),))]
-    assert (
-        samples[("serving_prediction_score_count", (("model_version", "v1"), ("role", "champion")))]
-        == 4
+    assert samples[("serving_feature_view_max_age_seconds", (("feature_view", view),))]
+    score_count = (
+        "serving_prediction_score_count",
+        (("model_version", version), ("role", "champion")),
     )
+    assert samples[score_count] == 4
 
 
 def _partition(root: Path, day: str, status: str, rows: int) -> None:
