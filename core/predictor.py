@@ -144,6 +144,19 @@ class Scored:
         rows = zip(self.reason_index.tolist(), self.reason_value.tolist(), strict=True)
         return [self._reasons(index, values) for index, values in rows]
 
+    def reason_dicts(self) -> list[list[dict[str, Any]]]:
+        """``all_reasons`` as JSON objects, built straight from the arrays: the API's answer."""
+        names = self.features
+        rows = zip(self.reason_index.tolist(), self.reason_value.tolist(), strict=True)
+        return [
+            [
+                {"feature": names[i], "contribution": v}
+                for i, v in zip(index, values, strict=True)
+                if i >= 0
+            ]
+            for index, values in rows
+        ]
+
     def _reasons(self, index: list[int], values: list[float]) -> list[Reason]:
         names = self.features
         return [Reason(names[i], v) for i, v in zip(index, values, strict=True) if i >= 0]

@@ -18,11 +18,12 @@ import json
 import os
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,8 +36,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from core.predictor import Shadowed
-from serving.schemas import PredictResult
+from core.predictor import DECISIONS, Scored, Shadowed
+from serving.online import OnlineRead
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 AGE_BUCKETS = (1, 10, 60, 600, 3600, 6 * 3600, 86400, 2 * 86400, 7 * 86400)
@@ -141,37 +142,31 @@ class Metrics:
             families += batch_run(latest_manifest(self.batch_scores))
         return generate_latest(_Families(families)), CONTENT_TYPE_LATEST
 
-    def observe(self, results: Sequence[PredictResult], model_version: str) -> None:
-        """Record a request's results, one update per series: each costs a lock and a pid check.
-
-        Per record and feature, metrics were a quarter of a 100-record request's time
-        (docs/performance.md, "Serving: metrics updates").
-        """
-        score = self.score.labels(model_version, "champion")
-        for r in results:
-            score.observe(r.score)
-        for decision, count in Tally(r.decision for r in results).items():
-            self.decisions.labels(model_version, decision).inc(count)
-        oldest: dict[str, float] = {}
-        youngest: dict[str, float] = {}
-        for r in results:
-            for view, age in r.feature_age_seconds.items():
-                if age is not None:
-                    oldest[view] = max(age, oldest.get(view, -1.0))
-                    youngest[view] = min(age, youngest.get(view, age))
-        for view, age in oldest.items():
-            self.feature_age.labels(view).observe(age)
-        now = time.time()
-        for view, age in youngest.items():
-            if now - age > self._newest.get(view, 0.0):  # only a newer value moves the gauge
-                self._newest[view] = now - age
-                self.view_newest.labels(view).set(now - age)
-        for counter, names in (
-            (self.missing, Tally(n for r in results for n in r.missing_features)),
-            (self.stale, Tally(n for r in results for n in r.stale_features)),
-        ):
-            for name, count in names.items():
-                counter.labels(name).inc(count)
+    def observe(self, champion: Scored, read: OnlineRead, now: float) -> None:
+        """Record a request's scores, decisions and feature reads, one update per series: each
+        costs a lock and a pid check (docs/performance.md, "Serving: metrics updates")."""
+        score = self.score.labels(champion.version, "champion")
+        for value in champion.scores.tolist():
+            score.observe(value)
+        for code, count in enumerate(np.bincount(champion.codes, minlength=len(DECISIONS))):
+            if count:
+                self.decisions.labels(champion.version, DECISIONS[code]).inc(int(count))
+        for view, stamps in read.timestamps.items():
+            known = [t for t in stamps if t is not None]
+            if not known:
+                continue
+            self.feature_age.labels(view).observe(now - min(known))  # the oldest read
+            newest = max(known)
+            if newest > self._newest.get(view, 0.0):  # only a newer value moves the gauge
+                self._newest[view] = newest
+                self.view_newest.labels(view).set(newest)
+        stale = Tally(name for names in read.stale for name in names)
+        for name, count in stale.items():
+            self.stale.labels(name).inc(count)
+        for name in champion.features:  # stale values read as None too: not missing
+            missing = read.columns[name].count(None) - stale[name]
+            if missing:
+                self.missing.labels(name).inc(missing)
 
     def observe_shadow(self, scored: Shadowed) -> None:
         """The challenger's score distribution, and how often its decision is the champion's."""

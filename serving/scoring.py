@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from core.predictor import Models, Scored, Shadowed
 from serving.feature_log import FeatureLog
-from serving.online import OnlineFeatureReader, RequestRow
-from serving.schemas import PredictResult, ReasonOut, ShadowResult
+from serving.online import OnlineFeatureReader, OnlineRead, RequestRow
+
+Result = dict[str, Any]  # one record's answer, shaped as schemas.PredictResult
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One request's answers, plus the columns its metrics are taken from."""
+
+    results: list[Result]
+    scored: Shadowed
+    read: OnlineRead
+    now: float
 
 
 async def score_rows(
@@ -19,11 +31,12 @@ async def score_rows(
     timeout_s: float,
     explain: bool,
     feature_log: FeatureLog | None = None,
-) -> tuple[list[PredictResult], Shadowed]:
+) -> Scoring:
     """Read, default what is missing or stale, predict; one result per row, in order.
 
-    The challenger, when set, scores the same vectors; its result is returned only with
-    ``explain`` (the caller logs it and records its metrics either way).
+    Results are plain dicts that the route's response model validates once: a pydantic model
+    per record and reason cost more than the scoring (docs/performance.md). The challenger,
+    when set, scores the same vectors; its result is returned only with ``explain``.
     """
     now = time.time()
     read = await reader.read(rows, timeout_s, now=now)
@@ -33,44 +46,43 @@ async def score_rows(
     champion, challenger = scored.champion, scored.challenger
     names = models.champion.features
     decisions = champion.decisions.tolist()
-    reasons = champion.all_reasons()
+    reasons = champion.reason_dicts()
+    ages = {
+        view: [None if t is None else round(now - t, 3) for t in ts]
+        for view, ts in read.timestamps.items()
+    }
+    shadows = _shadows(challenger) if explain and challenger else None
+    gaps = [n for n in names if None in read.columns[n]]  # most requests: none, a C-level scan
     results = []
-    for i, row in enumerate(rows):
-        stale = [n for n in names if n in read.stale[i]]
+    for i, (row, score) in enumerate(zip(rows, champion.scores.tolist(), strict=True)):
+        stale = read.stale[i]
         results.append(
-            PredictResult(
-                transaction_id=row.get("transaction_id"),
-                score=float(champion.scores[i]),
-                decision=decisions[i],
-                reasons=[
-                    ReasonOut(feature=r.feature, contribution=r.contribution) for r in reasons[i]
+            {
+                "transaction_id": row.get("transaction_id"),
+                "score": score,
+                "decision": decisions[i],
+                "reasons": reasons[i],
+                "feature_age_seconds": {view: a[i] for view, a in ages.items()},
+                "missing_features": [
+                    n for n in gaps if read.columns[n][i] is None and n not in stale
                 ],
-                feature_age_seconds={
-                    view: None if ts[i] is None else round(now - ts[i], 3)  # type: ignore[operator]
-                    for view, ts in read.timestamps.items()
-                },
-                missing_features=[
-                    n for n in names if read.columns[n][i] is None and n not in read.stale[i]
-                ],
-                stale_features=stale,
-                features=_features(read.columns, names, i) if explain else None,
-                challenger=_shadow(challenger, i) if explain and challenger else None,
-            )
+                "stale_features": [n for n in names if n in stale] if stale else [],
+                "features": _features(read.columns, names, i) if explain else None,
+                "challenger": shadows[i] if shadows else None,
+            }
         )
-    return results, scored
+    return Scoring(results, scored, read, now)
 
 
-def _reasons(scored: Scored, i: int) -> list[ReasonOut]:
-    return [ReasonOut(feature=r.feature, contribution=r.contribution) for r in scored.reasons(i)]
-
-
-def _shadow(scored: Scored, i: int) -> ShadowResult:
-    return ShadowResult(
-        model_version=scored.version,
-        score=float(scored.scores[i]),
-        decision=scored.decisions[i],
-        reasons=_reasons(scored, i),
+def _shadows(scored: Scored) -> list[Result]:
+    """The challenger's answer per row, shaped as schemas.ShadowResult."""
+    rows = zip(
+        scored.scores.tolist(), scored.decisions.tolist(), scored.reason_dicts(), strict=True
     )
+    return [
+        {"model_version": scored.version, "score": score, "decision": decision, "reasons": reasons}
+        for score, decision, reasons in rows
+    ]
 
 
 def shadow_log(shadow: Scored) -> dict[str, Any]:

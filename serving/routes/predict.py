@@ -15,11 +15,10 @@ from serving.schemas import (
     PredictManyResponse,
     PredictRequest,
     PredictResponse,
-    PredictResult,
     check_extra_fields,
     unknown_fields,
 )
-from serving.scoring import score_rows, shadow_log
+from serving.scoring import Result, score_rows, shadow_log
 
 # Every status a route can answer is documented, so clients (and the fuzzer) can rely on it.
 router = APIRouter(
@@ -43,54 +42,54 @@ def _extra_fields(state: ServingState, body: PredictRequest | PredictManyRequest
 
 async def _score(
     state: ServingState, request: Request, rows: list[dict[str, Any]], explain: bool
-) -> tuple[str, list[PredictResult]]:
+) -> tuple[str, list[Result]]:
     """Score with the models current when the request arrived, and record the metrics."""
     models = state.model.current
     version = models.champion.version
     request.state.model_version = version
     log_features = ACCESS_LOG.isEnabledFor(logging.DEBUG)
-    results, scored = await score_rows(
+    out = await score_rows(
         state.reader, models, rows, state.timeout_s, explain or log_features, state.feature_log
     )
-    if scored.challenger is not None:  # logged and measured, returned only with explain
-        request.state.challenger = shadow_log(scored.challenger)
-        state.metrics.observe_shadow(scored)
+    if out.scored.challenger is not None:  # logged and measured, returned only with explain
+        request.state.challenger = shadow_log(out.scored.challenger)
+        state.metrics.observe_shadow(out.scored)
     if log_features:  # the access log line carries them (serving.access)
-        request.state.features = [r.features for r in results]
+        request.state.features = [r["features"] for r in out.results]
         if not explain:
-            for r in results:
-                r.features = r.challenger = None
-    state.metrics.observe(results, version)
-    return version, results
+            for r in out.results:
+                r["features"] = r["challenger"] = None
+    state.metrics.observe(out.scored.champion, out.read, out.now)
+    return version, out.results
 
 
+# The routes return dicts that FastAPI validates once against the response model, in Rust.
 @router.post("", response_model=PredictResponse)
 async def predict(
     body: PredictRequest, request: Request, state: StateDep, explain: Explain = False
-) -> PredictResponse:
+) -> dict[str, Any]:
     _extra_fields(state, body)
     version, (result,) = await _score(state, request, [body.known()], explain)
-    return PredictResponse(
-        request_id=request.state.request_id,
-        model_version=version,
-        feature_service=state.service_name,
-        **result.model_dump(),
-    )
+    return result | {
+        "request_id": request.state.request_id,
+        "model_version": version,
+        "feature_service": state.service_name,
+    }
 
 
 @router.post("/batch", response_model=PredictManyResponse)
 async def predict_many(
     body: PredictManyRequest, request: Request, state: StateDep, explain: Explain = False
-) -> PredictManyResponse:
+) -> dict[str, Any]:
     """Several records in one call, one result each, in request order."""
     limit = state.settings.serving_max_batch
     if len(body.records) > limit:
         raise HTTPException(413, f"at most {limit} records per request")
     _extra_fields(state, body)
     version, results = await _score(state, request, [r.known() for r in body.records], explain)
-    return PredictManyResponse(
-        request_id=request.state.request_id,
-        model_version=version,
-        feature_service=state.service_name,
-        results=results,
-    )
+    return {
+        "request_id": request.state.request_id,
+        "model_version": version,
+        "feature_service": state.service_name,
+        "results": results,
+    }

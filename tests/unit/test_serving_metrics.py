@@ -8,21 +8,24 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.predictor import MAX_REASONS, Scored
 from serving.metrics import Metrics
-from serving.schemas import PredictResult
+from serving.online import OnlineRead
 
 
-def _result(ages: dict[str, float | None]) -> PredictResult:
-    return PredictResult(
-        score=0.5,
-        decision="approve",
-        reasons=[],
-        feature_age_seconds=ages,
-        missing_features=[],
-        stale_features=[],
-    )
+def _scored(version: str, n: int) -> Scored:
+    features = ["amount"]
+    none = np.full((n, MAX_REASONS), -1)
+    return Scored(version, features, np.full(n, 0.5), np.zeros(n, np.int8), none, none * 0.0)
+
+
+def _read(view: str, ages: list[float | None]) -> OnlineRead:
+    now = time.time()
+    stamps = [None if a is None else now - a for a in ages]
+    return OnlineRead({"amount": [1.0] * len(ages)}, {view: stamps}, [set() for _ in ages])
 
 
 def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -40,9 +43,9 @@ def test_a_views_age_is_that_of_the_newest_value_read_and_never_goes_back() -> N
     view, version = f"view_{uuid.uuid4().hex[:8]}", f"v_{uuid.uuid4().hex[:8]}"
     metrics = Metrics()
     metrics.set_max_ages({view: 172800.0})
-    metrics.observe([_result({view: 7200.0}), _result({view: None})], version)
-    metrics.observe([_result({view: 3600.0})], version)
-    metrics.observe([_result({view: 90000.0})], version)  # an older row: no change
+    rows: list[list[float | None]] = [[7200.0, None], [3600.0], [90000.0]]
+    for ages in rows:  # the last, an older row: no change
+        metrics.observe(_scored(version, len(ages)), _read(view, ages), time.time())
     samples = _samples(metrics)
     age = samples[("serving_feature_view_age_seconds", (("feature_view", view),))]
     assert 3600 <= age < 3600 + 60
@@ -52,6 +55,8 @@ def test_a_views_age_is_that_of_the_newest_value_read_and_never_goes_back() -> N
         (("model_version", version), ("role", "champion")),
     )
     assert samples[score_count] == 4
+    approved = ("serving_decisions_total", (("decision", "approve"), ("model_version", version)))
+    assert samples[approved] == 4
 
 
 def _partition(root: Path, day: str, status: str, rows: int) -> None:
