@@ -34,8 +34,8 @@ async def score_rows(
 ) -> Scoring:
     """Read, default what is missing or stale, predict; one result per row, in order.
 
-    Results are plain dicts that the route's response model validates once: a pydantic model
-    per record and reason cost more than the scoring (docs/performance.md). The challenger,
+    Results are plain dicts, serialized as they are: a pydantic model per record and reason
+    cost more than the scoring (docs/performance.md). The challenger,
     when set, scores the same vectors; its result is returned only with ``explain``.
     """
     now = time.time()

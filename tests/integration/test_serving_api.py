@@ -9,12 +9,20 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 from core.aggregations import FEATURE_NAMES
 from core.models import pin_models
 from core.store import feature_service, open_store
 from harness.servers import SAMPLE_REQUEST
 from serving.app import create_app
+from serving.schemas import (
+    PredictManyResponse,
+    PredictResponse,
+    PredictResult,
+    ReasonOut,
+    ShadowResult,
+)
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -179,6 +187,36 @@ def test_health_ready_docs(client: TestClient) -> None:
     assert "PredictRequest" in schema["components"]["schemas"]
     assert "PredictResponse" in schema["components"]["schemas"]
     assert client.get("/docs").status_code == 200
+
+
+def _fields(model: type[BaseModel], value: dict[str, Any]) -> None:
+    """``value`` has exactly ``model``'s fields, recursively, and validates as it."""
+    model.model_validate(value, strict=True)
+    assert set(value) == set(model.model_fields), model.__name__
+    for name, nested in (("reasons", ReasonOut), ("challenger", ShadowResult)):
+        items = value.get(name) or []
+        for item in items if isinstance(items, list) else [items]:
+            _fields(nested, item)
+
+
+def test_answers_are_what_the_response_models_document(client: TestClient) -> None:
+    """The routes serialize their answers without FastAPI's response validation."""
+    unknown = SAMPLE_REQUEST | {"user_id": 10**15}
+    for explain in ("false", "true"):
+        one = client.post(f"/v1/predict?explain={explain}", json=SAMPLE_REQUEST)
+        many = client.post(
+            f"/v1/predict/batch?explain={explain}", json={"records": [SAMPLE_REQUEST, unknown]}
+        )
+        assert one.status_code == many.status_code == 200, (one.text, many.text)
+        assert one.headers["content-type"] == many.headers["content-type"] == "application/json"
+        _fields(PredictResponse, one.json())
+        batch = many.json()
+        assert set(batch) == set(PredictManyResponse.model_fields)
+        PredictManyResponse.model_validate(batch, strict=True)
+        assert len(batch["results"]) == 2
+        for result in batch["results"]:
+            _fields(PredictResult, result)
+        assert batch["results"][0]["reasons"], "the sample's answer names its reasons"
 
 
 SECURED = {
