@@ -29,7 +29,7 @@ MATERIALIZE_END ?= $(shell date -u +%Y-%m-%dT%H:%M:%S)
 
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status data apply materialize train bench-feature-log \
-	demo lint test clean serve bench-online stream produce bench-stream batch batch-backfill bench-batch \
+	demo lint test clean serve bench-online bench-api-cpu stream produce bench-stream batch batch-backfill bench-batch \
 	parity faults fuzz daily schemas
 
 help: ## Show this help
@@ -93,6 +93,9 @@ serve: install ## Run the prediction API (uvicorn, one worker per core) on SERVI
 
 bench-online: services-up data apply train ## Online benchmark: our API vs feast serve vs a no-op floor (wrk); CHALLENGER=1: with a shadow-scored challenger
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_online $(if $(CHALLENGER),--challenger)
+
+bench-api-cpu: services-up data apply train ## The API's CPU per 100-record request in process (no HTTP, no wrk): the quiet A/B between trees
+	flock /tmp/bench.lock $(BIN)/python -m bench.bench_api_cpu
 
 bench-feature-log: services-up train ## What feature logging (FEATURE_LOG_DIR) costs the API: latency off vs on
 	flock /tmp/bench.lock $(BIN)/python -m bench.bench_feature_log
