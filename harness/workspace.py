@@ -7,7 +7,6 @@ CLIs (``feast``, ``python -m ...``) need to work on it as a user would.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -98,8 +97,6 @@ def create(root: Path, redis_url: str, **overrides: Any) -> Workspace:
     }
     if settings.model_dir is not None:
         env["MODEL_DIR"] = str(settings.model_dir)
-    if settings.serving_max_age_seconds:
-        env["SERVING_MAX_AGE_SECONDS"] = json.dumps(settings.serving_max_age_seconds)
     return Workspace(settings, env)
 
 

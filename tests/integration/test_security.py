@@ -40,7 +40,7 @@ from harness.servers import (
     serving_command,
 )
 from serving.deps import check_api_key
-from tests.conftest import Stack, feast_cli
+from tests.conftest import SDK_EQUAL_MAX_AGE, Stack, feast_cli
 
 pytestmark = pytest.mark.integration
 
@@ -137,6 +137,7 @@ def served(
         "REDIS_CONNECTION_STRING": locked.url(READER, READER_PASSWORD),
         "API_KEY": API_KEY,
         "LOG_LEVEL": "DEBUG",
+        "SERVING_MAX_AGE_SECONDS": json.dumps(SDK_EQUAL_MAX_AGE),
     }
     with launched(serving_command(port), f"{url}/ready", log, env, PROJECT_ROOT):
         yield url, log

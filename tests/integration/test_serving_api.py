@@ -23,14 +23,16 @@ from serving.schemas import (
     ReasonOut,
     ShadowResult,
 )
-from tests.conftest import Stack
+from tests.conftest import SDK_EQUAL_MAX_AGE, Stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def client(ready: Stack) -> Iterator[TestClient]:
-    with TestClient(create_app(ready.settings)) as c:
+    with TestClient(
+        create_app(ready.settings_with(serving_max_age_seconds=SDK_EQUAL_MAX_AGE))
+    ) as c:
         yield c
 
 
