@@ -3,8 +3,8 @@
     python -m bench.bench_predictor [--model-dir DIR] [--rounds 15]
 
 Ours: ``Predictor.score`` (scores, decision codes and the top-3 reason arrays), then the
-same with the reasons as objects (``Scored.all_reasons``, what the API turns into its
-response), then ``Models.score`` with a challenger (the same artifact twice: the cost of
+same with the reasons as objects (``Scored.all_reasons``, the dicts the API answers
+with), then ``Models.score`` with a challenger (the same artifact twice: the cost of
 shadow scoring). Floor: scores only (the feature matrix, ``Linear.contributions`` and
 ``Linear.proba``: what ``predict`` cost before decisions and reasons). Peer:
 scikit-learn's ``predict_proba`` on the same fitted pipeline. For 1 row (an API call) and

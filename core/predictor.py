@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeAlias, get_args
+from typing import Any, TypeAlias, get_args
 
 import joblib
 import numpy as np
@@ -107,13 +107,8 @@ class Bands:
         return out
 
 
-class Reason(NamedTuple):
-    """One feature that pushed the score up, by its contribution to the logit.
-
-    A tuple rather than a dataclass: an API batch builds hundreds per request."""
-
-    feature: str
-    contribution: float
+# One feature that pushed the score up, as every mode writes it: {"feature", "contribution"}.
+Reason: TypeAlias = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -144,22 +139,13 @@ class Scored:
         rows = zip(self.reason_index.tolist(), self.reason_value.tolist(), strict=True)
         return [self._reasons(index, values) for index, values in rows]
 
-    def reason_dicts(self) -> list[list[dict[str, Any]]]:
-        """``all_reasons`` as JSON objects, built straight from the arrays: the API's answer."""
-        names = self.features
-        rows = zip(self.reason_index.tolist(), self.reason_value.tolist(), strict=True)
-        return [
-            [
-                {"feature": names[i], "contribution": v}
-                for i, v in zip(index, values, strict=True)
-                if i >= 0
-            ]
-            for index, values in rows
-        ]
-
     def _reasons(self, index: list[int], values: list[float]) -> list[Reason]:
         names = self.features
-        return [Reason(names[i], v) for i, v in zip(index, values, strict=True) if i >= 0]
+        return [
+            {"feature": names[i], "contribution": v}
+            for i, v in zip(index, values, strict=True)
+            if i >= 0
+        ]
 
 
 @dataclass(frozen=True)

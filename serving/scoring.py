@@ -46,7 +46,7 @@ async def score_rows(
     champion, challenger = scored.champion, scored.challenger
     names = models.champion.features
     decisions = champion.decisions.tolist()
-    reasons = champion.reason_dicts()
+    reasons = champion.all_reasons()
     ages = {
         view: [None if t is None else round(now - t, 3) for t in ts]
         for view, ts in read.timestamps.items()
@@ -76,9 +76,7 @@ async def score_rows(
 
 def _shadows(scored: Scored) -> list[Result]:
     """The challenger's answer per row, shaped as schemas.ShadowResult."""
-    rows = zip(
-        scored.scores.tolist(), scored.decisions.tolist(), scored.reason_dicts(), strict=True
-    )
+    rows = zip(scored.scores.tolist(), scored.decisions.tolist(), scored.all_reasons(), strict=True)
     return [
         {"model_version": scored.version, "score": score, "decision": decision, "reasons": reasons}
         for score, decision, reasons in rows

@@ -176,7 +176,7 @@ def scored_verdicts(ids: Iterable[Any], scored: Scored) -> dict[str, Verdict]:
     """The predictor's verdicts for rows it scored, by transaction id."""
     reasons = scored.all_reasons()
     return {
-        str(tx): Verdict(d, tuple((r.feature, r.contribution) for r in reasons[i]))
+        str(tx): Verdict.of(d, reasons[i])
         for i, (tx, d) in enumerate(zip(ids, scored.decisions, strict=True))
     }
 

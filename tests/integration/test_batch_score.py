@@ -96,7 +96,7 @@ def test_scores_equal_predictor_on_brute_force_join(
     assert got["decision"].tolist() == expected.decisions.tolist()
     assert set(got["decision"]) > {"approve"}  # the sample reaches past the review band
     reasons = [[(r["feature"], r["contribution"]) for r in row] for row in got["reasons"]]
-    want = [[(r.feature, r.contribution) for r in rs] for rs in expected.all_reasons()]
+    want = [[(r["feature"], r["contribution"]) for r in rs] for rs in expected.all_reasons()]
     assert [[f for f, _ in row] for row in reasons] == [[f for f, _ in row] for row in want]
     assert sum(map(len, reasons)) > len(reasons)  # most rows have reasons
     got_c = np.array([c for row in reasons for _, c in row])

@@ -115,8 +115,8 @@ def test_reasons_are_terms_of_the_scores_logit(predictor: Predictor) -> None:
     assert sum(map(len, reasons)) > 400  # most rows have more than one reason
     for row, found in enumerate(reasons):
         positive = sorted(terms[row][terms[row] > 0], reverse=True)[:3]
-        assert [r.contribution for r in found] == positive
-        assert all(r.contribution == terms[row][NAMES.index(r.feature)] for r in found)
+        assert [r["contribution"] for r in found] == positive
+        assert all(r["contribution"] == terms[row][NAMES.index(r["feature"])] for r in found)
     assert set(scored.decisions) <= {"approve", "review", "decline"}
     assert scored.codes.tolist() == predictor.bands.codes(scored.scores).tolist()
 
@@ -139,7 +139,7 @@ def test_batch_rows_and_stream_messages_carry_the_same_reasons(
 
     columns = _columns(200)
     scored = predictor.score(columns)
-    want = [[(r.feature, r.contribution) for r in row] for row in scored.all_reasons()]
+    want = [[(r["feature"], r["contribution"]) for r in row] for row in scored.all_reasons()]
     batch = reasons_array(scored).to_pylist()
     assert [[(r["feature"], r["contribution"]) for r in row] for row in batch] == want
     stream = [json.loads(text) for text in reasons_json(scored)]
@@ -203,7 +203,7 @@ def test_stream_reasons_json_for_every_count_of_reasons() -> None:
     values = np.array([[3.0, 2.0, 0.1], [0, 0, 0], [0.5, 0, 0], [1e-17, 1e-18, 0]])
     scored = Scored("m/1", NAMES, np.zeros(4), np.zeros(4, np.int8), index, values)
     got = [[(r["feature"], r["contribution"]) for r in json.loads(t)] for t in reasons_json(scored)]
-    assert got == [[(r.feature, r.contribution) for r in row] for row in scored.all_reasons()]
+    assert got == [[(r["feature"], r["contribution"]) for r in row] for row in scored.all_reasons()]
     assert [len(row) for row in got] == [3, 0, 1, 2]
 
 
